@@ -1,0 +1,69 @@
+# msync's build, test and install steps. `make test` and `make demo` are the
+# README's two set-up commands: on a fresh Debian 12 machine (as root) they
+# install every package the project needs, build, and run.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= /usr/local
+
+# Debian packages: the Go toolchain and rclone's packaged source (plus three
+# Go libraries its dependencies need that the source package does not pull
+# in) build librclone; the rest are for the union mount, the tests (rclone
+# CLI as an independent checker, sshd as a real SFTP server) and bindgen.
+DEBIAN_PACKAGES := golang-go golang-github-rclone-rclone-dev \
+	golang-github-aalpar-deheap-dev golang-github-coreos-go-semver-dev \
+	golang-github-youmark-pkcs8-dev \
+	rclone mergerfs fuse3 inotify-tools openssh-server \
+	libclang-dev build-essential pkg-config hyperfine
+
+LIBRCLONE_SRC := $(wildcard vendor/librclone/*.go)
+LIBRCLONE := target/librclone/librclone.so
+GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/target/gopath:/usr/share/gocode GOFLAGS=
+
+.PHONY: all deps librclone build release test lint install demo bench clean
+
+all: build
+
+# Installs only what is missing, so re-running is cheap.
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)"; exit 1; }
+
+# librclone.so from Debian's rclone source, offline, in GOPATH mode. make
+# skips it when the shim is older than the library.
+$(LIBRCLONE): $(LIBRCLONE_SRC)
+	@mkdir -p $(dir $@) target/gopath
+	cd vendor/librclone && $(GO_ENV) go build -trimpath -buildmode=c-shared \
+		-ldflags='-s -w' -o $(CURDIR)/$@ .
+	@rm -f $(basename $@).h
+
+librclone: deps $(LIBRCLONE)
+
+# The debug and release binaries each get librclone.so beside them.
+build: librclone
+	$(CARGO) build --all-targets
+	cp -f $(LIBRCLONE) target/debug/librclone.so
+
+release: librclone
+	$(CARGO) build --release
+	cp -f $(LIBRCLONE) target/release/librclone.so
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: build lint
+	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test -- --test-threads=2
+
+install: release
+	install -d -m 0755 $(PREFIX)/lib/msync
+	install -m 0755 target/release/msync $(PREFIX)/lib/msync/msync
+	install -m 0644 target/release/librclone.so $(PREFIX)/lib/msync/librclone.so
+	ln -sf $(PREFIX)/lib/msync/msync $(PREFIX)/bin/msync
+
+clean:
+	$(CARGO) clean

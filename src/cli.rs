@@ -1,0 +1,77 @@
+//! The whole command line, in clap's derive form. `///` comments are the
+//! help text users see.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::exit_code_table;
+
+/// msync: many cloud storage accounts used together as one big store.
+///
+/// Each configured rclone remote gets a local branch directory; a union
+/// filesystem shows all branches at one mount point, and msync replicates
+/// every branch one way to its own cloud, in-process through librclone.
+#[derive(Debug, Parser)]
+#[command(name = "msync", version, after_long_help = exit_code_table(), after_help = "Run `msync help` for the exit codes.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Load librclone from this file (default: $MSYNC_LIBRCLONE, then
+    /// librclone.so beside the msync binary, then the system library path).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub librclone: Option<PathBuf>,
+
+    /// The rclone config file (default: the one the rclone CLI uses:
+    /// $RCLONE_CONFIG or ~/.config/rclone/rclone.conf).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the requirements, and an installation when one is named.
+    ///
+    /// Prints one line per check, `ok` or `FAIL` with what to do. Exits 0
+    /// when every check passes, 3 when a requirement is missing.
+    Check(CheckArgs),
+
+    /// Call librclone's RC API directly, like `rclone rc`.
+    ///
+    /// Prints rclone's JSON answer. With --async the call runs as an rclone
+    /// job with a progress display; Ctrl-C cancels the job (job/stop) and
+    /// exits 130.
+    Rc(RcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// An msync install dir to check as well.
+    pub install_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RcArgs {
+    /// The RC method, e.g. operations/list or sync/copy.
+    pub method: String,
+
+    /// Its parameters as a JSON object, e.g. '{"fs":"/tmp","remote":""}'.
+    #[arg(default_value = "{}")]
+    pub params: String,
+
+    /// Run as an async job, show its progress, and wait for it.
+    #[arg(long = "async")]
+    pub run_async: bool,
+
+    /// Limit rclone's bandwidth while the call runs, in rclone's syntax
+    /// (e.g. 10M for 10 MiB/s).
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+}

@@ -1,0 +1,175 @@
+//! `msync check [install dir]`: one line per requirement, `ok` or `FAIL`
+//! with what to do about it.
+
+use std::path::Path;
+
+use crate::cli::{CheckArgs, GlobalArgs};
+use crate::error::ExitCode;
+use crate::rclone::Rclone;
+use crate::rclone_config;
+use crate::union::Availability;
+
+/// Below this many inotify watches a branch of ordinary size cannot be
+/// watched whole.
+const MIN_WATCHES: u64 = 8192;
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("ok   {what}: {}", detail.as_ref());
+    }
+
+    fn fail(&mut self, what: &str, detail: impl AsRef<str>) {
+        self.failed = true;
+        println!("FAIL {what}: {}", detail.as_ref());
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut report = Report { failed: false };
+    check_root(&mut report);
+    let rclone = check_librclone(&mut report, global);
+    check_inotify(&mut report);
+    check_union(&mut report);
+    check_rclone_config(&mut report, global, rclone);
+    if report.failed {
+        return Ok(ExitCode::RequirementMissing);
+    }
+    if let Some(install_dir) = &args.install_dir {
+        return Ok(check_install(install_dir));
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn check_root(report: &mut Report) {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        report.ok("root", "running as root");
+    } else {
+        report.fail(
+            "root",
+            format!(
+                "running as uid {uid}; msync mounts filesystems and must run as root (sudo msync …)"
+            ),
+        );
+    }
+}
+
+fn check_librclone(report: &mut Report, global: &GlobalArgs) -> Option<Rclone> {
+    match super::load_rclone(global) {
+        Ok(rclone) => {
+            report.ok(
+                "librclone",
+                format!("{} (rclone {})", rclone.path().display(), rclone.version()),
+            );
+            Some(rclone)
+        }
+        Err(err) => {
+            report.fail("librclone", format!("{err:#}"));
+            None
+        }
+    }
+}
+
+fn check_inotify(report: &mut Report) {
+    if let Err(err) = inotify::Inotify::init() {
+        report.fail(
+            "inotify",
+            format!(
+                "cannot create an inotify instance ({err}); raise fs.inotify.max_user_instances"
+            ),
+        );
+        return;
+    }
+    let watches = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match watches {
+        Some(n) if n >= MIN_WATCHES => {
+            report.ok("inotify", format!("usable, fs.inotify.max_user_watches = {n}"))
+        }
+        Some(n) => report.fail(
+            "inotify",
+            format!("fs.inotify.max_user_watches = {n} is too low; run `sysctl fs.inotify.max_user_watches=524288`"),
+        ),
+        None => report.fail(
+            "inotify",
+            "cannot read /proc/sys/fs/inotify/max_user_watches; is /proc mounted?",
+        ),
+    }
+}
+
+fn check_union(report: &mut Report) {
+    let available = Availability::probe();
+    if available.aufs {
+        report.ok("union", "aufs (listed in /proc/filesystems)");
+    }
+    match (&available.mergerfs, available.fuse_device) {
+        (Some(path), true) => report.ok("union", format!("mergerfs at {} with /dev/fuse", path.display())),
+        (Some(_), false) if !available.aufs => report.fail(
+            "union",
+            "mergerfs is installed but /dev/fuse is missing; load the fuse module (`modprobe fuse`)",
+        ),
+        (None, _) if !available.aufs => report.fail(
+            "union",
+            "no union filesystem: aufs is not in this kernel and mergerfs is not on PATH; run `apt-get install mergerfs fuse3`",
+        ),
+        _ => {}
+    }
+}
+
+fn check_rclone_config(report: &mut Report, global: &GlobalArgs, rclone: Option<Rclone>) {
+    let path = rclone_config::resolve(global.config.as_deref());
+    if let Err(err) = std::fs::File::open(&path) {
+        report.fail(
+            "rclone config",
+            format!(
+                "cannot read {} ({err}); create it with `rclone config` or name one with --config",
+                path.display()
+            ),
+        );
+        return;
+    }
+    let Some(rclone) = rclone else {
+        report.fail(
+            "rclone config",
+            format!(
+                "{}: cannot list its remotes without librclone",
+                path.display()
+            ),
+        );
+        return;
+    };
+    match rclone.list_remotes() {
+        Ok(remotes) if remotes.is_empty() => report.fail(
+            "rclone config",
+            format!(
+                "{} defines no remotes; add some with `rclone config`",
+                path.display()
+            ),
+        ),
+        Ok(remotes) => report.ok(
+            "rclone config",
+            format!("{} (remotes: {})", path.display(), remotes.join(", ")),
+        ),
+        Err(err) => report.fail("rclone config", format!("{}: {err}", path.display())),
+    }
+}
+
+fn check_install(install_dir: &Path) -> ExitCode {
+    let manifest = install_dir.join("msync.json");
+    if manifest.is_file() {
+        println!("ok   install: {}", install_dir.display());
+        ExitCode::Ok
+    } else {
+        println!(
+            "FAIL install: {} is not an msync install dir (no msync.json); create one with `msync install {}`",
+            install_dir.display(),
+            install_dir.display()
+        );
+        ExitCode::NotInstalled
+    }
+}

@@ -1,0 +1,16 @@
+//! msync: many cloud storage accounts used together as one big store.
+//!
+//! The library holds everything the `msync` binary does, so integration
+//! tests can drive the real librclone in-process as well as through the
+//! binary. The tree is the architecture: [`rclone`] is the only door to
+//! librclone (and the only `unsafe`), [`union`] the union filesystems,
+//! [`cmd`] one file per command, [`error`] the exit codes.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod progress;
+pub mod rclone;
+pub mod rclone_config;
+pub mod union;

@@ -1,0 +1,288 @@
+//! Typed requests and answers for the RC methods msync uses.
+//!
+//! A [`Call`] is a method and its parameters. The same call can run to
+//! completion ([`Call::run`]) or start as an `_async` job in a stats group
+//! ([`Call::start`]) that can be watched and cancelled: long work (syncs,
+//! big copies) always takes the second road.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::error::RcloneError;
+use super::job::Job;
+use super::library::Rclone;
+
+/// A file or directory on an rclone filesystem: `fs` is a remote such as
+/// `gdrive:msync` or a local path, `remote` a path inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub fs: String,
+    pub remote: String,
+}
+
+impl Location {
+    pub fn new(fs: impl Into<String>, remote: impl Into<String>) -> Location {
+        Location {
+            fs: fs.into(),
+            remote: remote.into(),
+        }
+    }
+}
+
+/// One RC method with its parameters.
+#[derive(Debug, Clone)]
+pub struct Call {
+    method: String,
+    params: Map<String, Value>,
+}
+
+impl Call {
+    /// A call of any method; `params` must be a JSON object (anything else
+    /// is sent as an empty object and rclone reports the missing
+    /// parameters).
+    pub fn new(method: impl Into<String>, params: Value) -> Call {
+        let params = match params {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Call {
+            method: method.into(),
+            params,
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Options for this call only (rclone's `_config`), e.g.
+    /// `{"Transfers": 8, "BackupDir": "remote:.trash"}`.
+    pub fn config(mut self, config: Value) -> Call {
+        self.params.insert("_config".into(), config);
+        self
+    }
+
+    /// Filter rules for this call only (rclone's `_filter`), e.g.
+    /// `{"FilesFrom": ["a.txt"]}` or `{"ExcludeRule": [".wh..wh.*"]}`.
+    pub fn filter(mut self, filter: Value) -> Call {
+        self.params.insert("_filter".into(), filter);
+        self
+    }
+
+    /// Sets one more parameter.
+    pub fn param(mut self, name: &str, value: Value) -> Call {
+        self.params.insert(name.into(), value);
+        self
+    }
+
+    /// Runs the call to completion on this thread.
+    pub fn run(&self, rclone: Rclone) -> Result<Value, RcloneError> {
+        rclone.rpc(&self.method, &Value::Object(self.params.clone()))
+    }
+
+    /// Starts the call as an `_async` job whose transfers are accounted in
+    /// stats group `group`.
+    pub fn start(&self, rclone: Rclone, group: &str) -> Result<Job, RcloneError> {
+        let mut params = self.params.clone();
+        params.insert("_async".into(), Value::Bool(true));
+        params.insert("_group".into(), Value::String(group.into()));
+        let answer = rclone.rpc(&self.method, &Value::Object(params))?;
+        let id = answer["jobid"].as_i64().ok_or_else(|| {
+            RcloneError::new(
+                &self.method,
+                200,
+                format!("no job id in the answer: {answer}"),
+            )
+        })?;
+        Ok(Job::new(rclone, id, group, &self.method))
+    }
+
+    /// `operations/copyfile`: copies one file, server-side where possible.
+    pub fn copyfile(src: &Location, dst: &Location) -> Call {
+        Call::new("operations/copyfile", file_pair(src, dst))
+    }
+
+    /// `operations/movefile`: moves one file, server-side where possible.
+    pub fn movefile(src: &Location, dst: &Location) -> Call {
+        Call::new("operations/movefile", file_pair(src, dst))
+    }
+
+    /// `operations/deletefile`: deletes one file.
+    pub fn deletefile(at: &Location) -> Call {
+        Call::new(
+            "operations/deletefile",
+            json!({"fs": at.fs, "remote": at.remote}),
+        )
+    }
+
+    /// `operations/mkdir`: creates a directory and its parents.
+    pub fn mkdir(at: &Location) -> Call {
+        Call::new(
+            "operations/mkdir",
+            json!({"fs": at.fs, "remote": at.remote}),
+        )
+    }
+
+    /// `sync/sync`: makes `dst_fs` identical to `src_fs`, deleting extras.
+    pub fn sync(src_fs: &str, dst_fs: &str) -> Call {
+        Call::new(
+            "sync/sync",
+            json!({"srcFs": src_fs, "dstFs": dst_fs, "createEmptySrcDirs": true}),
+        )
+    }
+
+    /// `sync/copy`: copies what `src_fs` has that `dst_fs` lacks or differs.
+    pub fn copy(src_fs: &str, dst_fs: &str) -> Call {
+        Call::new(
+            "sync/copy",
+            json!({"srcFs": src_fs, "dstFs": dst_fs, "createEmptySrcDirs": true}),
+        )
+    }
+
+    /// `sync/move`: moves a directory's contents, server-side where possible.
+    pub fn move_dir(src_fs: &str, dst_fs: &str) -> Call {
+        Call::new(
+            "sync/move",
+            json!({
+                "srcFs": src_fs,
+                "dstFs": dst_fs,
+                "createEmptySrcDirs": true,
+                "deleteEmptySrcDirs": true,
+            }),
+        )
+    }
+}
+
+fn file_pair(src: &Location, dst: &Location) -> Value {
+    json!({
+        "srcFs": src.fs,
+        "srcRemote": src.remote,
+        "dstFs": dst.fs,
+        "dstRemote": dst.remote,
+    })
+}
+
+/// One entry of `operations/list` or `operations/stat` (rclone's lsjson
+/// format).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Entry {
+    pub path: String,
+    pub name: String,
+    pub size: i64,
+    #[serde(default)]
+    pub mod_time: String,
+    pub is_dir: bool,
+    #[serde(default)]
+    pub hashes: Option<Map<String, Value>>,
+}
+
+/// Options of `operations/list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub recurse: bool,
+    pub files_only: bool,
+    pub dirs_only: bool,
+    pub hashes: bool,
+}
+
+/// Space on a remote, as far as its backend tells (`operations/about`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct About {
+    pub total: Option<i64>,
+    pub used: Option<i64>,
+    pub free: Option<i64>,
+    pub trashed: Option<i64>,
+    pub other: Option<i64>,
+    pub objects: Option<i64>,
+}
+
+/// What `core/version` reports.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub version: String,
+    #[serde(default)]
+    pub decomposed: Vec<u64>,
+    #[serde(default)]
+    pub go_version: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub arch: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(method: &str, value: Value) -> Result<T, RcloneError> {
+    serde_json::from_value(value)
+        .map_err(|err| RcloneError::new(method, 200, format!("unexpected answer: {err}")))
+}
+
+impl Rclone {
+    /// `operations/stat`: the entry at `at`, or `None` when nothing is there.
+    pub fn stat(&self, at: &Location) -> Result<Option<Entry>, RcloneError> {
+        let method = "operations/stat";
+        let answer = self.rpc(method, &json!({"fs": at.fs, "remote": at.remote}))?;
+        decode(method, answer["item"].clone())
+    }
+
+    /// `operations/list`: the entries under `at`.
+    pub fn list(&self, at: &Location, options: &ListOptions) -> Result<Vec<Entry>, RcloneError> {
+        let method = "operations/list";
+        let answer = self.rpc(
+            method,
+            &json!({
+                "fs": at.fs,
+                "remote": at.remote,
+                "opt": {
+                    "recurse": options.recurse,
+                    "filesOnly": options.files_only,
+                    "dirsOnly": options.dirs_only,
+                    "showHash": options.hashes,
+                    "noMimeType": true,
+                },
+            }),
+        )?;
+        decode(method, answer["list"].clone())
+    }
+
+    /// `operations/about`: space used and free on the remote `fs`.
+    pub fn about(&self, fs: &str) -> Result<About, RcloneError> {
+        let method = "operations/about";
+        decode(method, self.rpc(method, &json!({"fs": fs}))?)
+    }
+
+    /// `config/listremotes`: the names of the configured remotes, without
+    /// the trailing colon.
+    pub fn list_remotes(&self) -> Result<Vec<String>, RcloneError> {
+        let method = "config/listremotes";
+        let answer = self.rpc(method, &json!({}))?;
+        if answer["remotes"].is_null() {
+            return Ok(Vec::new());
+        }
+        decode(method, answer["remotes"].clone())
+    }
+
+    /// The backend type of a configured remote (`config/get`). Only the
+    /// type is returned: the rest of the section may hold secrets.
+    pub fn remote_type(&self, name: &str) -> Result<String, RcloneError> {
+        let method = "config/get";
+        let answer = self.rpc(method, &json!({"name": name}))?;
+        answer["type"].as_str().map(str::to_owned).ok_or_else(|| {
+            RcloneError::new(method, 404, format!("remote {name:?} is not configured"))
+        })
+    }
+
+    /// `core/version`.
+    pub fn version_info(&self) -> Result<Version, RcloneError> {
+        let method = "core/version";
+        decode(method, self.rpc(method, &json!({}))?)
+    }
+
+    /// `core/bwlimit`: sets the process-wide bandwidth limit (`"off"` lifts
+    /// it) and returns the limit now in force as rclone prints it.
+    pub fn set_bwlimit(&self, rate: &str) -> Result<String, RcloneError> {
+        let method = "core/bwlimit";
+        let answer = self.rpc(method, &json!({"rate": rate}))?;
+        Ok(answer["rate"].as_str().unwrap_or_default().to_owned())
+    }
+}

@@ -1,0 +1,131 @@
+// Command librclone is msync's own cgo shim: built with -buildmode=c-shared
+// against Debian's packaged rclone source, it exports the C ABI of upstream
+// rclone's librclone (RcloneInitialize, RcloneFinalize, RcloneRPC,
+// RcloneFreeString), so msync can load either this library or an upstream
+// build without knowing which one it got.
+//
+// Calls go through rclone's job machinery, exactly as the rc HTTP server
+// runs them, so the special parameters _async, _group, _config and _filter
+// behave the same as with `rclone rc`.
+package main
+
+/*
+#include <stdlib.h>
+
+struct RcloneRPCResult {
+	char* Output;
+	int	Status;
+};
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"unsafe"
+
+	"github.com/rclone/rclone/fs"
+	"github.com/rclone/rclone/fs/accounting"
+	"github.com/rclone/rclone/fs/config"
+	"github.com/rclone/rclone/fs/config/configfile"
+	"github.com/rclone/rclone/fs/rc"
+	"github.com/rclone/rclone/fs/rc/jobs"
+	"github.com/rclone/rclone/lib/atexit"
+
+	// Every backend, and the RC commands msync relies on.
+	_ "github.com/rclone/rclone/backend/all"
+	_ "github.com/rclone/rclone/fs/operations"
+	_ "github.com/rclone/rclone/fs/sync"
+)
+
+// main is required by -buildmode=c-shared and never runs.
+func main() {}
+
+// RcloneInitialize prepares the library: it reads the config file named by
+// RCLONE_CONFIG (as the rclone CLI does; rclone 1.60 has no config/setpath
+// RC call), installs it as the config store and starts the accounting
+// machinery that core/bwlimit and core/stats depend on.
+//
+//export RcloneInitialize
+func RcloneInitialize() {
+	if path, ok := os.LookupEnv("RCLONE_CONFIG"); ok {
+		if err := config.SetConfigPath(path); err != nil {
+			fs.Errorf(nil, "librclone: RCLONE_CONFIG %q: %v", path, err)
+		}
+	}
+	configfile.Install()
+	accounting.Start(context.Background())
+}
+
+// RcloneFinalize runs the clean-up functions backends registered with
+// rclone's atexit package (closing cache databases, flushing batches)
+// without exiting: the host decides when the process ends.
+//
+//export RcloneFinalize
+func RcloneFinalize() {
+	atexit.Run()
+}
+
+// RcloneRPC runs one RC method with a JSON object as input and returns the
+// JSON answer with an HTTP-like status. The caller frees Output with
+// RcloneFreeString.
+//
+//export RcloneRPC
+func RcloneRPC(method *C.char, input *C.char) (result C.struct_RcloneRPCResult) {
+	output, status := callRPC(C.GoString(method), C.GoString(input))
+	result.Output = C.CString(output)
+	result.Status = C.int(status)
+	return result
+}
+
+// RcloneFreeString frees a string that RcloneRPC returned.
+//
+//export RcloneFreeString
+func RcloneFreeString(str *C.char) {
+	C.free(unsafe.Pointer(str))
+}
+
+// callRPC decodes the input, finds the method and runs it as a job.
+func callRPC(method string, input string) (output string, status int) {
+	in := make(rc.Params)
+	if input != "" {
+		if err := json.Unmarshal([]byte(input), &in); err != nil {
+			return errorReply(method, in, fmt.Errorf("failed to read input JSON: %w", err), http.StatusBadRequest)
+		}
+	}
+	call := rc.Calls.Get(method)
+	if call == nil {
+		return errorReply(method, in, fmt.Errorf("couldn't find method %q", method), http.StatusNotFound)
+	}
+	if call.NeedsRequest || call.NeedsResponse {
+		return errorReply(method, in, fmt.Errorf("method %q needs an HTTP request and can't be called here", method), http.StatusNotFound)
+	}
+	_, out, err := jobs.NewJob(context.Background(), call.Fn, in)
+	if err != nil {
+		return errorReply(method, in, err, http.StatusInternalServerError)
+	}
+	if out == nil {
+		out = make(rc.Params)
+	}
+	encoded, err := json.MarshalIndent(out, "", "\t")
+	if err != nil {
+		return errorReply(method, in, fmt.Errorf("failed to encode output: %w", err), http.StatusInternalServerError)
+	}
+	return string(encoded), http.StatusOK
+}
+
+// errorReply builds rclone's standard error object. The input is not echoed
+// back (unlike the HTTP server) because it may hold secrets from _config or
+// connection strings, and the host may log errors.
+func errorReply(method string, in rc.Params, err error, status int) (string, int) {
+	reply, status := rc.Error(method, nil, err, status)
+	delete(reply, "input")
+	encoded, encodeErr := json.MarshalIndent(reply, "", "\t")
+	if encodeErr != nil {
+		return fmt.Sprintf(`{"error":%q,"path":%q,"status":%d}`, err.Error(), method, status), status
+	}
+	return string(encoded), status
+}
