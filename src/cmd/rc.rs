@@ -48,8 +48,9 @@ pub fn run(global: &GlobalArgs, args: &RcArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs the call on a worker thread so that a signal still ends msync
-/// promptly; a plain call has no job id to cancel, so it is abandoned.
+/// Runs the call on a worker thread so that a signal is still heard. rclone
+/// runs even a plain call as a job; on a signal every unfinished job of this
+/// process (there is only this one) is stopped.
 fn run_call(rclone: Rclone, call: Call, signals: &Receiver<Signal>) -> anyhow::Result<ExitCode> {
     let worker = std::thread::Builder::new()
         .name("msync-rc".into())
@@ -57,9 +58,11 @@ fn run_call(rclone: Rclone, call: Call, signals: &Receiver<Signal>) -> anyhow::R
         .context("starting the rc worker thread")?;
     loop {
         if let Ok(signal) = signals.recv_timeout(Duration::from_millis(20)) {
-            eprintln!(
-                "msync: {signal} received: the call was abandoned (use --async to cancel cleanly)"
-            );
+            for job in Job::unfinished(rclone)? {
+                job.cancel()?;
+                job.wait(Some(CANCEL_GRACE))?;
+            }
+            eprintln!("msync: {signal} received: the call was cancelled");
             return Ok(ExitCode::Interrupted);
         }
         if worker.is_finished() {

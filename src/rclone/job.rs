@@ -103,6 +103,24 @@ impl Job {
         }
     }
 
+    /// Every job in this process that has not finished yet (`job/list`,
+    /// then `job/status` of each). Their method is not known.
+    pub fn unfinished(rclone: Rclone) -> Result<Vec<Job>, RcloneError> {
+        let answer = rclone.rpc("job/list", &json!({}))?;
+        let ids: Vec<i64> = answer["jobids"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        let mut running = Vec::new();
+        for id in ids {
+            let status = Job::new(rclone, id, "", "").status()?;
+            if !status.finished {
+                running.push(Job::new(rclone, id, &status.group, ""));
+            }
+        }
+        Ok(running)
+    }
+
     pub fn id(&self) -> i64 {
         self.id
     }

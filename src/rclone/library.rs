@@ -74,6 +74,16 @@ impl Rclone {
             }
             return Ok(Rclone { loaded });
         }
+        if let Some(config) = &options.config_file {
+            // rclone 1.60 takes its config path from RCLONE_CONFIG at
+            // initialisation (it has no config/setpath call). It is set
+            // before the library is loaded, while no Go thread exists.
+            // SAFETY: set_var is unsound only when another thread reads or
+            // writes the environment at the same time. No Go thread exists
+            // yet (the library is not loaded), and msync loads the library
+            // from its main thread before it starts work on other threads.
+            unsafe { std::env::set_var("RCLONE_CONFIG", config) };
+        }
         let (api, path) = open_first(&loader::candidates(options.library.as_deref()))?;
         let loaded = initialise(api, path, options.config_file.as_deref())?;
         *slot = Some(loaded);
@@ -162,7 +172,13 @@ fn open_first(candidates: &[Candidate]) -> Result<(LibrcloneApi, PathBuf), LoadE
 }
 
 fn describe_load_failure(err: &libloading::Error) -> String {
-    let text = err.to_string();
+    // libloading puts dlerror()'s text in the source chain.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
     if text.contains("undefined symbol") {
         format!("not a librclone (it lacks the librclone ABI: {text})")
     } else if text.contains("invalid ELF header") || text.contains("file too short") {
@@ -177,15 +193,6 @@ fn initialise(
     path: PathBuf,
     config_file: Option<&Path>,
 ) -> Result<&'static Loaded, LoadError> {
-    if let Some(config) = config_file {
-        // rclone 1.60 reads its config path from RCLONE_CONFIG only at
-        // initialisation (it has no config/setpath call).
-        // SAFETY: set_var is unsound only when another thread reads or writes
-        // the environment at the same time. This runs under the LOADED lock
-        // before the Go runtime's first call into rclone; msync loads the
-        // library from its main thread before starting threads of its own.
-        unsafe { std::env::set_var("RCLONE_CONFIG", config) };
-    }
     // SAFETY: called exactly once per process: LOADED is locked and empty,
     // and the library is never unloaded, so it cannot be initialised again.
     unsafe { api.RcloneInitialize() };

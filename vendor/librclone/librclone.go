@@ -24,7 +24,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"unsafe"
 
 	"github.com/rclone/rclone/fs"
@@ -51,13 +50,27 @@ func main() {}
 //
 //export RcloneInitialize
 func RcloneInitialize() {
-	if path, ok := os.LookupEnv("RCLONE_CONFIG"); ok {
+	if path, ok := hostEnv("RCLONE_CONFIG"); ok {
 		if err := config.SetConfigPath(path); err != nil {
 			fs.Errorf(nil, "librclone: RCLONE_CONFIG %q: %v", path, err)
 		}
 	}
 	configfile.Install()
 	accounting.Start(context.Background())
+}
+
+// hostEnv reads a variable from the host's current environment. Go's os
+// package only sees the environment as it was when the process started, so
+// a host that sets RCLONE_CONFIG before calling RcloneInitialize would not
+// be heard through os.LookupEnv.
+func hostEnv(name string) (string, bool) {
+	cName := C.CString(name)
+	defer C.free(unsafe.Pointer(cName))
+	value := C.getenv(cName)
+	if value == nil {
+		return "", false
+	}
+	return C.GoString(value), true
 }
 
 // RcloneFinalize runs the clean-up functions backends registered with
