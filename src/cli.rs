@@ -43,12 +43,50 @@ pub enum Command {
     /// when every check passes, 3 when a requirement is missing.
     Check(CheckArgs),
 
+    /// Record an installation: one branch directory per rclone remote.
+    ///
+    /// Writes <install dir>/msync.json naming the rclone config file, and for
+    /// each remote its branch directory under <install dir>/branches and its
+    /// remote directory <remote>:<remote path>. Running it again adds remotes
+    /// that are new in the config. Refuses a non-empty directory that is not
+    /// an msync install.
+    Install(InstallArgs),
+
+    /// Restore cloud data into the branches after a fresh (re)install.
+    ///
+    /// Copies every remote directory into its branch, all branches at once,
+    /// with progress. Ctrl-C cancels cleanly (exit 130); running it again
+    /// resumes. Files are downloaded into <install dir>/state/import first
+    /// and moved into the branch only when complete.
+    Import(InstallDirArg),
+
     /// Call librclone's RC API directly, like `rclone rc`.
     ///
     /// Prints rclone's JSON answer. With --async the call runs as an rclone
     /// job with a progress display; Ctrl-C cancels the job (job/stop) and
     /// exits 130.
     Rc(RcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The install dir: created if missing, or an existing msync install.
+    pub install_dir: PathBuf,
+
+    /// Only these remotes (comma-separated names, as in rclone.conf);
+    /// default: every remote of the config.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub remotes: Vec<String>,
+
+    /// msync's directory on each remote.
+    #[arg(long, default_value = "msync", value_name = "PATH")]
+    pub remote_path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallDirArg {
+    /// An msync install dir.
+    pub install_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::install::InstallError;
 use crate::rclone::{LoadError, RcloneError};
 
 /// The documented exit codes. Their numbers never change.
@@ -103,6 +104,9 @@ pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
         }
         if cause.downcast_ref::<RcloneError>().is_some() {
             return ExitCode::RcloneFailed;
+        }
+        if cause.downcast_ref::<InstallError>().is_some() {
+            return ExitCode::NotInstalled;
         }
     }
     ExitCode::Failed

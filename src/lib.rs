@@ -10,7 +10,9 @@
 pub mod cli;
 pub mod cmd;
 pub mod error;
+pub mod install;
 pub mod progress;
 pub mod rclone;
 pub mod rclone_config;
 pub mod union;
+pub mod watch;

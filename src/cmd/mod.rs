@@ -2,12 +2,17 @@
 //! chose on purpose, or an error that `main` maps to one.
 
 mod check;
+mod import;
+mod install;
 mod rc;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::error::ExitCode;
+use crate::error::{ExitCode, coded};
+use crate::install::InstallDir;
 use crate::rclone::{LoadOptions, Rclone};
 use crate::rclone_config;
 
@@ -15,25 +20,85 @@ use crate::rclone_config;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&cli.global, &args),
+        Command::Install(args) => install::run(&cli.global, &args),
+        Command::Import(args) => import::run(&cli.global, &args.install_dir),
         Command::Rc(args) => rc::run(&cli.global, &args),
     }
 }
 
-/// Loads librclone with the user's rclone config file.
+/// Loads librclone with the user's rclone config file (`--config`, else
+/// rclone's default).
 fn load_rclone(global: &GlobalArgs) -> anyhow::Result<Rclone> {
     let config_file = rclone_config::resolve(global.config.as_deref());
-    if global.config.is_some() && !config_file.is_file() {
-        return Err(crate::error::coded(
-            ExitCode::RequirementMissing,
-            format!(
-                "rclone config file {} does not exist: give an existing file with --config, or create one with `rclone config`",
-                config_file.display()
-            ),
-        ));
+    if global.config.is_some() {
+        require_config_file(&config_file)?;
     }
+    load_rclone_with(global, config_file)
+}
+
+/// Loads librclone for an install: `--config` if given, else the config
+/// file the install recorded.
+fn load_rclone_for(global: &GlobalArgs, install: &InstallDir) -> anyhow::Result<Rclone> {
+    let config_file = global
+        .config
+        .clone()
+        .unwrap_or_else(|| install.manifest.rclone_config.clone());
+    require_config_file(&config_file)?;
+    load_rclone_with(global, config_file)
+}
+
+fn load_rclone_with(global: &GlobalArgs, config_file: PathBuf) -> anyhow::Result<Rclone> {
     Rclone::load(&LoadOptions {
         library: global.librclone.clone(),
         config_file: Some(config_file),
     })
     .context("loading librclone")
+}
+
+fn require_config_file(path: &Path) -> anyhow::Result<()> {
+    if std::fs::File::open(path).is_err() {
+        return Err(coded(
+            ExitCode::RequirementMissing,
+            format!(
+                "cannot read the rclone config file {}: give an existing file with --config, or create one with `rclone config`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// msync mounts filesystems and owns root's files: every command that
+/// changes an install must run as root.
+fn require_root(command: &str) -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(coded(
+            ExitCode::RequirementMissing,
+            format!("msync {command} must run as root (sudo msync {command} …)"),
+        ))
+    }
+}
+
+/// Checks that every branch's remote is still defined in the rclone config.
+fn require_remotes(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
+    let configured = rclone.list_remotes()?;
+    let missing: Vec<&str> = install
+        .manifest
+        .branches
+        .iter()
+        .map(|b| b.name.as_str())
+        .filter(|name| !configured.iter().any(|c| c == name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(coded(
+        ExitCode::RequirementMissing,
+        format!(
+            "remote(s) {} of this install are not defined in the rclone config any more; restore them with `rclone config`",
+            missing.join(", ")
+        ),
+    ))
 }

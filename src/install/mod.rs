@@ -1,0 +1,304 @@
+//! An msync install dir: its manifest (`msync.json`) and its layout.
+//!
+//! ```text
+//! <install dir>/msync.json          the manifest (0600)
+//! <install dir>/branches/<remote>/  one branch directory per remote
+//! <install dir>/run/                pid file and control socket (0700)
+//! <install dir>/state/              msync's working files (0700)
+//! <install dir>/msync.log           the service's log (0600)
+//! ```
+//!
+//! This module reads and writes that layout; it never talks to rclone.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const MANIFEST_FILE: &str = "msync.json";
+/// The manifest format this msync writes and reads.
+const FORMAT: u32 = 1;
+
+/// Why an install dir cannot be used.
+#[derive(Debug, Error)]
+pub enum InstallError {
+    #[error("{} is not an msync install dir (no {MANIFEST_FILE}); create one with `msync install {}`", .dir.display(), .dir.display())]
+    NotInstalled { dir: PathBuf },
+
+    #[error("the manifest {} is broken ({reason}); restore it from a backup, or reinstall into a new directory and run `msync import`", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+
+    #[error("{} is not empty and is not an msync install dir; choose an empty or new directory", .dir.display())]
+    NotEmpty { dir: PathBuf },
+
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One remote and its local branch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Branch {
+    /// The rclone remote's name, without the colon.
+    pub name: String,
+    /// The local branch directory.
+    pub dir: PathBuf,
+    /// Where the branch is replicated: `<remote>:<remote path>`.
+    pub remote: String,
+}
+
+/// What `msync install` records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format: u32,
+    /// Tells this installation apart from others using the same remotes.
+    pub install_id: String,
+    /// The rclone config file the remotes are defined in.
+    pub rclone_config: PathBuf,
+    /// msync's directory on each remote.
+    pub remote_path: String,
+    pub branches: Vec<Branch>,
+    /// Whether `msync import` has completed for this install.
+    #[serde(default)]
+    pub imported: bool,
+}
+
+/// An opened install dir.
+#[derive(Debug, Clone)]
+pub struct InstallDir {
+    root: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl InstallDir {
+    /// Opens an existing install dir.
+    pub fn open(dir: &Path) -> Result<InstallDir, InstallError> {
+        let root = dir.canonicalize().map_err(|_| InstallError::NotInstalled {
+            dir: dir.to_path_buf(),
+        })?;
+        let path = root.join(MANIFEST_FILE);
+        let meta = fs::symlink_metadata(&path).map_err(|_| InstallError::NotInstalled {
+            dir: dir.to_path_buf(),
+        })?;
+        if !meta.is_file() {
+            return Err(InstallError::Corrupt {
+                path,
+                reason: "it is not a regular file".into(),
+            });
+        }
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|err| InstallError::Corrupt {
+                path: path.clone(),
+                reason: err.to_string(),
+            })?;
+        if manifest.format != FORMAT {
+            return Err(InstallError::Corrupt {
+                path,
+                reason: format!(
+                    "format {} is not the format {FORMAT} this msync reads",
+                    manifest.format
+                ),
+            });
+        }
+        Ok(InstallDir { root, manifest })
+    }
+
+    /// Opens `dir` if it is an install dir, creates it if it is missing or
+    /// empty, and refuses anything else.
+    pub fn open_or_create(
+        dir: &Path,
+        rclone_config: &Path,
+        remote_path: &str,
+    ) -> Result<InstallDir, InstallError> {
+        if dir.join(MANIFEST_FILE).exists() {
+            return InstallDir::open(dir);
+        }
+        if dir.exists() {
+            let mut entries = fs::read_dir(dir).map_err(io_error(dir))?;
+            if entries.next().is_some() {
+                return Err(InstallError::NotEmpty {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        private_dir(dir)?;
+        let root = dir.canonicalize().map_err(io_error(dir))?;
+        Ok(InstallDir {
+            root,
+            manifest: Manifest {
+                format: FORMAT,
+                install_id: new_install_id(),
+                rclone_config: rclone_config.to_path_buf(),
+                remote_path: remote_path.to_owned(),
+                branches: Vec::new(),
+                imported: false,
+            },
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The branch directory msync gives remote `name`.
+    pub fn branch_dir(&self, name: &str) -> PathBuf {
+        self.root.join("branches").join(name)
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir().join("msync.pid")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir().join("msync.sock")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("msync.log")
+    }
+
+    /// Adds a branch for remote `name` unless it has one; returns whether it
+    /// was added. Creates the branch directory either way.
+    pub fn add_branch(&mut self, name: &str) -> Result<bool, InstallError> {
+        let dir = self.branch_dir(name);
+        private_dir(&self.root.join("branches"))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(io_error(&dir))?;
+        if self.manifest.branches.iter().any(|b| b.name == name) {
+            return Ok(false);
+        }
+        let remote = format!("{name}:{}", self.manifest.remote_path);
+        self.manifest.branches.push(Branch {
+            name: name.to_owned(),
+            dir,
+            remote,
+        });
+        Ok(true)
+    }
+
+    /// Creates the private directories the service uses.
+    pub fn create_private_dirs(&self) -> Result<(), InstallError> {
+        private_dir(&self.run_dir())?;
+        private_dir(&self.state_dir())
+    }
+
+    /// Writes the manifest atomically (temporary file, then rename), 0600.
+    pub fn save(&self) -> Result<(), InstallError> {
+        let path = self.root.join(MANIFEST_FILE);
+        let temporary = self.root.join(format!(".{MANIFEST_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(&self.manifest).expect("a manifest always encodes");
+        let _ = fs::remove_file(&temporary);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io_error(&temporary))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(&temporary))?;
+        fs::rename(&temporary, &path).map_err(io_error(&path))
+    }
+}
+
+/// Creates `dir` (and parents) and makes it 0700; refuses a symlink.
+pub fn private_dir(dir: &Path) -> Result<(), InstallError> {
+    if let Ok(meta) = fs::symlink_metadata(dir)
+        && meta.file_type().is_symlink()
+    {
+        return Err(InstallError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("is a symlink; msync does not follow links here"),
+        });
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
+}
+
+fn new_install_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_else(|_| format!("{}-{}", std::process::id(), unix_time()))
+}
+
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_add_save_open() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("inst");
+        let mut install =
+            InstallDir::open_or_create(&dir, Path::new("/etc/rclone.conf"), "msync").unwrap();
+        assert!(install.add_branch("alpha").unwrap());
+        assert!(!install.add_branch("alpha").unwrap());
+        install.save().unwrap();
+        let mode = fs::metadata(dir.join(MANIFEST_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let reopened = InstallDir::open(&dir).unwrap();
+        assert_eq!(reopened.manifest, install.manifest);
+        assert_eq!(reopened.manifest.branches[0].remote, "alpha:msync");
+        assert!(dir.join("branches/alpha").is_dir());
+    }
+
+    #[test]
+    fn refuses_a_non_empty_foreign_dir() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join("precious.txt"), "x").unwrap();
+        let err =
+            InstallDir::open_or_create(temp.path(), Path::new("/r.conf"), "msync").unwrap_err();
+        assert!(matches!(err, InstallError::NotEmpty { .. }), "{err}");
+        assert_eq!(fs::read_dir(temp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_broken_manifest_is_named() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join(MANIFEST_FILE), "{ not json").unwrap();
+        let err = InstallDir::open(temp.path()).unwrap_err();
+        assert!(matches!(err, InstallError::Corrupt { .. }), "{err}");
+        let err = InstallDir::open(&temp.path().join("missing")).unwrap_err();
+        assert!(matches!(err, InstallError::NotInstalled { .. }), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Watching the branches with raw inotify (being written).
