@@ -59,6 +59,17 @@ lint:
 test: build lint
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test -- --test-threads=2
 
+# Benchmarks report, never assert: numbers go to bench/results/ (see
+# bench/README.md). librclone and the rclone CLI come from `build`/`deps`.
+bench: build
+	MSYNC_LIBRCLONE=$(CURDIR)/$(LIBRCLONE) $(CARGO) bench --bench rc_call
+
+# The main job on a built-in default: three local folders stand in for three
+# clouds; install, start, copy in, status, stop, and import into a fresh
+# install (demo/run.sh).
+demo: release
+	demo/run.sh target/release/msync
+
 install: release
 	install -d -m 0755 $(PREFIX)/lib/msync
 	install -m 0755 target/release/msync $(PREFIX)/lib/msync/msync

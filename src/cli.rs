@@ -2,10 +2,12 @@
 //! help text users see.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::exit_code_table;
+use crate::union::Driver;
 
 /// msync: many cloud storage accounts used together as one big store.
 ///
@@ -60,6 +62,26 @@ pub enum Command {
     /// and moved into the branch only when complete.
     Import(InstallDirArg),
 
+    /// Mount the union of the branches and keep every branch in sync.
+    ///
+    /// Creates the mount point if missing, mounts all branches there (aufs
+    /// where the kernel has it, else mergerfs) and runs the sync service in
+    /// the background; returns once the mount is up and the service runs.
+    /// Logs go to <install dir>/msync.log.
+    Start(StartArgs),
+
+    /// Stop the service: send what is queued, unmount, remove the mount point.
+    ///
+    /// A busy mount point (open files, a shell inside) is an error with exit
+    /// code 5 and nothing is stopped or killed.
+    Stop(StopArgs),
+
+    /// Show what the running service is doing, per branch.
+    ///
+    /// Exit code 0 when every branch is healthy, 6 when one is retrying or
+    /// in error, 7 when no service runs.
+    Status(StatusArgs),
+
     /// Call librclone's RC API directly, like `rclone rc`.
     ///
     /// Prints rclone's JSON answer. With --async the call runs as an rclone
@@ -87,6 +109,73 @@ pub struct InstallArgs {
 pub struct InstallDirArg {
     /// An msync install dir.
     pub install_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// An msync install dir.
+    pub install_dir: PathBuf,
+
+    /// Where to mount the union of the branches.
+    pub mount_point: PathBuf,
+
+    /// Stay in the foreground (for systemd): log to stderr too, stop on
+    /// SIGTERM.
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// The union filesystem (default: aufs if the kernel has it, else mergerfs).
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub union: Option<Driver>,
+
+    /// How long a written file must stay quiet before it is uploaded.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub debounce: Duration,
+
+    /// Time between full reconciles of every branch with its remote.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub reconcile_every: Duration,
+
+    /// Limit the upload bandwidth, in rclone's syntax (e.g. 10M for 10 MiB/s,
+    /// or a timetable like "08:00,512k 19:00,off").
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+
+    /// Set by `msync start` when it runs the service in the background.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// An msync install dir.
+    pub install_dir: PathBuf,
+
+    /// The mount point the service was started with.
+    pub mount_point: PathBuf,
+
+    /// How long to keep sending queued changes before stopping anyway.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Cancel transfers in flight and stop at once (the next start's
+    /// reconcile sends what was left).
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An msync install dir.
+    pub install_dir: PathBuf,
+
+    /// Print the status as JSON (stable field names, for scripts).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::install::InstallError;
 use crate::rclone::{LoadError, RcloneError};
+use crate::union::UnionError;
 
 /// The documented exit codes. Their numbers never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,13 @@ impl ExitCode {
 
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// The documented code with this number, if any.
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        ExitCode::ALL
+            .into_iter()
+            .find(|c| i32::from(c.code()) == code)
     }
 
     pub fn meaning(self) -> &'static str {
@@ -107,6 +115,12 @@ pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
         }
         if cause.downcast_ref::<InstallError>().is_some() {
             return ExitCode::NotInstalled;
+        }
+        if let Some(err) = cause.downcast_ref::<UnionError>() {
+            return match err {
+                UnionError::Unavailable { .. } => ExitCode::RequirementMissing,
+                _ => ExitCode::MountError,
+            };
         }
     }
     ExitCode::Failed

@@ -14,5 +14,7 @@ pub mod install;
 pub mod progress;
 pub mod rclone;
 pub mod rclone_config;
+pub mod service;
+pub mod sync;
 pub mod union;
 pub mod watch;

@@ -93,7 +93,14 @@ impl ProgressView {
     }
 
     /// Marks task `index` done with a closing word ("done", "cancelled", …).
+    /// The speed shown is the average over the whole task.
     pub fn finish(&mut self, index: usize, progress: &Progress, word: &str) {
+        let mut progress = progress.clone();
+        if progress.elapsed_time > 0.0 {
+            progress.speed = progress.bytes as f64 / progress.elapsed_time;
+        }
+        progress.eta = None;
+        let progress = &progress;
         match &mut self.mode {
             Mode::Bars { bars, .. } => {
                 let bar = &bars[index];

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::error::ExitCode;
-use crate::rclone::Rclone;
+use crate::install::InstallDir;
+use crate::rclone::{Location, Rclone};
 use crate::rclone_config;
 use crate::union::Availability;
 
@@ -38,8 +39,8 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if report.failed {
         return Ok(ExitCode::RequirementMissing);
     }
-    if let Some(install_dir) = &args.install_dir {
-        return Ok(check_install(install_dir));
+    if let (Some(install_dir), Some(rclone)) = (&args.install_dir, rclone) {
+        return Ok(check_install(install_dir, rclone));
     }
     Ok(ExitCode::Ok)
 }
@@ -159,17 +160,69 @@ fn check_rclone_config(report: &mut Report, global: &GlobalArgs, rclone: Option<
     }
 }
 
-fn check_install(install_dir: &Path) -> ExitCode {
-    let manifest = install_dir.join("msync.json");
-    if manifest.is_file() {
-        println!("ok   install: {}", install_dir.display());
-        ExitCode::Ok
-    } else {
-        println!(
-            "FAIL install: {} is not an msync install dir (no msync.json); create one with `msync install {}`",
-            install_dir.display(),
-            install_dir.display()
-        );
+fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
+    let install = match InstallDir::open(install_dir) {
+        Ok(install) => install,
+        Err(err) => {
+            println!("FAIL install: {err}");
+            return ExitCode::NotInstalled;
+        }
+    };
+    let mut report = Report { failed: false };
+    report.ok(
+        "install",
+        format!(
+            "{} ({} branches, {})",
+            install.root().display(),
+            install.manifest.branches.len(),
+            if install.manifest.imported {
+                "imported"
+            } else {
+                "not imported yet: run `msync import`"
+            }
+        ),
+    );
+    let configured = rclone.list_remotes().unwrap_or_default();
+    for branch in &install.manifest.branches {
+        let what = format!("branch {}", branch.name);
+        if !branch.dir.is_dir() {
+            report.fail(
+                &what,
+                format!(
+                    "{} is missing; run `msync install` again to recreate it",
+                    branch.dir.display()
+                ),
+            );
+        } else if !configured.contains(&branch.name) {
+            report.fail(&what, format!("remote {:?} is not in the rclone config any more; restore it with `rclone config`", branch.name));
+        } else {
+            match rclone
+                .about(&format!("{}:", branch.name))
+                .map(|_| ())
+                .or_else(|err| {
+                    // Backends without `about` still answer a listing.
+                    rclone
+                        .list(
+                            &Location::new(format!("{}:", branch.name), ""),
+                            &Default::default(),
+                        )
+                        .map(|_| ())
+                        .map_err(|_| err)
+                }) {
+                Ok(()) => report.ok(
+                    &what,
+                    format!("{} -> {} (reachable)", branch.dir.display(), branch.remote),
+                ),
+                Err(err) => report.fail(
+                    &what,
+                    format!("{} is not reachable: {}", branch.remote, err.message),
+                ),
+            }
+        }
+    }
+    if report.failed {
         ExitCode::NotInstalled
+    } else {
+        ExitCode::Ok
     }
 }

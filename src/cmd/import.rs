@@ -38,6 +38,14 @@ struct Task<'a> {
 pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> {
     require_root("import")?;
     let mut install = InstallDir::open(install_dir)?;
+    if let Some(pid) = crate::service::running_pid(&install.pid_file()) {
+        return Err(coded(
+            ExitCode::RunningState,
+            format!(
+                "the msync service runs for this install (pid {pid}); stop it before importing"
+            ),
+        ));
+    }
     let signals = signals::install().context("installing signal handlers")?;
     let rclone = load_rclone_for(global, &install)?;
     require_remotes(rclone, &install)?;

@@ -5,6 +5,9 @@ mod check;
 mod import;
 mod install;
 mod rc;
+mod start;
+mod status;
+mod stop;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::run(&cli.global, &args),
         Command::Import(args) => import::run(&cli.global, &args.install_dir),
         Command::Rc(args) => rc::run(&cli.global, &args),
+        Command::Start(args) => start::run(&cli.global, &args),
+        Command::Stop(args) => stop::run(&args),
+        Command::Status(args) => status::run(&args),
     }
 }
 

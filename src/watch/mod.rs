@@ -1,1 +1,147 @@
-//! Watching the branches with raw inotify (being written).
+//! Watching the branch directories with raw inotify and turning what the
+//! kernel reports into an ordered list of changes the sync engine applies.
+//!
+//! This module owns one inotify instance and one named thread
+//! (`msync-watch`) for all branches: the thread holds the fd, the map from
+//! watch descriptors to directories ([`table`]), the pairing of rename
+//! halves by cookie ([`pairing`]) and the debouncer ([`debounce`]). The
+//! caller talks to it through [`Watcher`] (control messages with reply
+//! channels) and hears from it through a [`WatchMessage`] channel. It never
+//! reads file contents, never talks to rclone and never decides what a
+//! change means for a remote: that is the engine's job.
+//!
+//! Ordering contract: the changes of one [`WatchMessage::Changes`], and the
+//! messages one after another, are in the order the engine must apply them
+//! (a rename before the writes re-keyed behind it, a `DirCreate` before the
+//! writes inside it). A `Rename` may name a source the remote never saw
+//! (a file created and renamed within one debounce window, such as an
+//! editor's atomic save): the engine treats a missing source as nothing to
+//! move and relies on the `Write` that follows.
+
+mod debounce;
+mod events;
+mod inotify;
+mod pairing;
+mod table;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use debounce::{Debouncer, RawEvent, RawKind};
+pub use inotify::Watcher;
+
+/// One branch directory to watch; `index` is echoed in every [`Change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchRoot {
+    pub index: usize,
+    pub path: PathBuf,
+}
+
+/// Decides, from a path relative to its branch root, that it is never
+/// reported (and, for a directory, never watched).
+pub type IgnoreFn = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub struct WatchConfig {
+    /// How long a closed file must stay quiet before its `Write` is due.
+    pub debounce: Duration,
+    /// Relative path → `true` means never report it (union metadata such as
+    /// `.wh..wh.*`, msync's own marker); ignored directories get no watch.
+    pub ignore: IgnoreFn,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce: Duration::from_secs(1),
+            ignore: Arc::new(|_| false),
+        }
+    }
+}
+
+impl fmt::Debug for WatchConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchConfig")
+            .field("debounce", &self.debounce)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    Write,
+    Delete,
+    DirCreate,
+    DirDelete,
+    /// `path` now holds what was at `from` (same branch).
+    Rename {
+        from: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub branch: usize,
+    /// Relative to the branch root; the raw bytes of the name are kept, so
+    /// it may not be valid UTF-8.
+    pub path: PathBuf,
+    pub kind: ChangeKind,
+    pub is_dir: bool,
+}
+
+#[derive(Debug)]
+pub enum WatchMessage {
+    /// Debounced changes, in the order they must be applied.
+    Changes(Vec<Change>),
+    /// The kernel dropped events (`IN_Q_OVERFLOW`): watches were
+    /// re-established and pending changes dropped, so the caller must run a
+    /// full reconcile.
+    Overflow,
+    /// `inotify_add_watch` failed with ENOSPC: `path` (absolute) and
+    /// everything below it is not watched. Sent once per branch.
+    WatchLimit { branch: usize, path: PathBuf },
+    /// Something the watcher could not handle, such as a branch root that
+    /// vanished; the text says what to do.
+    Error(String),
+}
+
+impl fmt::Display for WatchMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WatchMessage::Changes(changes) => write!(f, "{} change(s)", changes.len()),
+            WatchMessage::Overflow => f.write_str(
+                "the inotify event queue overflowed: a full reconcile is needed \
+                 (raise fs.inotify.max_queued_events if this happens often)",
+            ),
+            WatchMessage::WatchLimit { branch, path } => write!(
+                f,
+                "branch {branch}: {}",
+                WatchError::WatchLimit { path: path.clone() }
+            ),
+            WatchMessage::Error(text) => f.write_str(text),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(
+        "cannot create an inotify instance: {0}; raise fs.inotify.max_user_instances if too many are in use"
+    )]
+    Init(#[source] std::io::Error),
+    #[error("cannot watch branch root {}: {source}; check that it exists and is a directory", path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "inotify watch limit reached at {}: it and everything below it is not watched; raise fs.inotify.max_user_watches (for example `sysctl fs.inotify.max_user_watches=524288`)",
+        path.display()
+    )]
+    WatchLimit { path: PathBuf },
+    #[error("cannot start the watcher thread: {0}")]
+    Thread(#[source] std::io::Error),
+}

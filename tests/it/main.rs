@@ -3,6 +3,12 @@
 
 mod cli;
 mod loader;
+mod pool;
 mod rc_api;
+mod service;
+mod sftp;
 mod signals;
+mod sshd;
+mod union;
 mod util;
+mod watch;

@@ -1,0 +1,183 @@
+//! `msync start <install dir> <mount point>`: runs the service, in the
+//! background unless `--foreground`.
+//!
+//! In the background case this process never loads librclone: it starts a
+//! second `msync start … --daemon-child` with its output in the log, waits
+//! until that service answers on its control socket (or exits), and
+//! reports. The child detaches into its own session and loads the library
+//! itself, so nothing forks after the Go runtime is in.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{load_rclone_for, require_remotes, require_root};
+use crate::cli::{GlobalArgs, StartArgs};
+use crate::error::{ExitCode, coded};
+use crate::install::InstallDir;
+use crate::service::{self, Reply, Request, ServiceOptions, logging};
+use crate::sync::EngineConfig;
+use crate::union::{self, Availability};
+
+/// How long the background service may take to come up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(global: &GlobalArgs, args: &StartArgs) -> anyhow::Result<ExitCode> {
+    require_root("start")?;
+    let install = InstallDir::open(&args.install_dir)?;
+    if args.foreground || args.daemon_child {
+        return run_service(global, args, install);
+    }
+    if let Some(pid) = service::running_pid(&install.pid_file()) {
+        return Err(coded(
+            ExitCode::RunningState,
+            format!(
+                "msync is already running for {} (pid {pid})",
+                install.root().display()
+            ),
+        ));
+    }
+    union::select(args.union, &Availability::probe())?;
+    start_in_background(global, args, &install)
+}
+
+fn run_service(
+    global: &GlobalArgs,
+    args: &StartArgs,
+    install: InstallDir,
+) -> anyhow::Result<ExitCode> {
+    if args.daemon_child {
+        // Leave the terminal's session: its hang-up and Ctrl-C are not ours.
+        let _ = nix::unistd::setsid();
+    }
+    install.create_private_dirs()?;
+    logging::init(&install.log_file(), !args.daemon_child)
+        .with_context(|| format!("opening the log {}", install.log_file().display()))?;
+    let options = ServiceOptions {
+        mount_point: args.mount_point.clone(),
+        union: args.union,
+        debounce: args.debounce,
+        engine: EngineConfig {
+            reconcile_every: args.reconcile_every,
+            ..EngineConfig::default()
+        },
+    };
+    let for_loading = install.clone();
+    let bwlimit = args.bwlimit.clone();
+    let result = service::run(install, options, || {
+        let rclone = load_rclone_for(global, &for_loading)?;
+        require_remotes(rclone, &for_loading)?;
+        if let Some(rate) = &bwlimit {
+            rclone
+                .set_bwlimit(rate)
+                .with_context(|| format!("setting the bandwidth limit {rate:?}"))?;
+        }
+        Ok(rclone)
+    });
+    if let Err(err) = &result {
+        log::error!("{err:#}");
+    }
+    result
+}
+
+fn start_in_background(
+    global: &GlobalArgs,
+    args: &StartArgs,
+    install: &InstallDir,
+) -> anyhow::Result<ExitCode> {
+    install.create_private_dirs()?;
+    let log_path = install.log_file();
+    let log = logging::open_log(&log_path)
+        .with_context(|| format!("opening the log {}", log_path.display()))?;
+    let log_start = log.metadata()?.len();
+
+    let exe = std::env::current_exe().context("finding the msync executable")?;
+    let mut command = Command::new(exe);
+    if let Some(library) = &global.librclone {
+        command.arg("--librclone").arg(library);
+    }
+    if let Some(config) = &global.config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .arg("start")
+        .arg(install.root())
+        .arg(&args.mount_point)
+        .arg("--daemon-child")
+        .arg("--debounce")
+        .arg(humantime::format_duration(args.debounce).to_string())
+        .arg("--reconcile-every")
+        .arg(humantime::format_duration(args.reconcile_every).to_string());
+    if let Some(driver) = args.union {
+        command.arg("--union").arg(driver.name());
+    }
+    if let Some(rate) = &args.bwlimit {
+        command.arg("--bwlimit").arg(rate);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let mut child = command.spawn().context("starting the service process")?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let code = status
+                .code()
+                .and_then(ExitCode::from_code)
+                .unwrap_or(ExitCode::Failed);
+            let message = child_error(&log_path, log_start).unwrap_or_else(|| {
+                format!(
+                    "the service exited with {status}; see {}",
+                    log_path.display()
+                )
+            });
+            return Err(coded(code, message));
+        }
+        if let Ok(Reply::Status(status)) = service::request(
+            &install.socket_path(),
+            &Request::Status,
+            Duration::from_secs(2),
+        ) {
+            println!(
+                "msync started: pid {}, {} branch(es) mounted at {} with {}; log: {}",
+                status.pid,
+                status.branches.len(),
+                status.mount_point.display(),
+                status.union,
+                log_path.display()
+            );
+            return Ok(ExitCode::Ok);
+        }
+        if Instant::now() >= deadline {
+            return Err(coded(
+                ExitCode::Failed,
+                format!(
+                    "the service (pid {}) did not come up within {}s; see {}",
+                    child.id(),
+                    READY_TIMEOUT.as_secs(),
+                    log_path.display()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The error the service printed before it exited: its `msync: …` lines
+/// in the part of the log it wrote.
+fn child_error(log: &Path, from: u64) -> Option<String> {
+    let mut file = std::fs::File::open(log).ok()?;
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("msync: "))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}

@@ -1,0 +1,136 @@
+//! `msync status <install dir>`: what the running service is doing.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{HumanBytes, HumanDuration};
+
+use crate::cli::StatusArgs;
+use crate::error::{ExitCode, coded};
+use crate::install::InstallDir;
+use crate::service::{self, ClientError, Reply, Request, ServiceStatus};
+use crate::sync::{BranchState, BranchStatus};
+
+pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let install = InstallDir::open(&args.install_dir)?;
+    loop {
+        let status = match service::request(
+            &install.socket_path(),
+            &Request::Status,
+            Duration::from_secs(10),
+        ) {
+            Ok(Reply::Status(status)) => status,
+            Ok(other) => {
+                return Err(coded(
+                    ExitCode::Failed,
+                    format!("unexpected answer: {other:?}"),
+                ));
+            }
+            Err(ClientError::NotRunning) => {
+                return Err(coded(
+                    ExitCode::RunningState,
+                    format!("msync is not running for {}", install.root().display()),
+                ));
+            }
+            Err(ClientError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                return Err(coded(
+                    ExitCode::RequirementMissing,
+                    "msync status must run as root",
+                ));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if args.watch && std::io::stdout().is_terminal() {
+            print!("\x1b[2J\x1b[H");
+        }
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).expect("status always encodes")
+            );
+        } else {
+            print_human(&status);
+        }
+        if !args.watch {
+            return Ok(health(&status));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// 0 when every branch is idle or syncing, 6 when one is retrying or in error.
+fn health(status: &ServiceStatus) -> ExitCode {
+    let unhealthy = status
+        .branches
+        .iter()
+        .any(|b| matches!(b.state, BranchState::Retrying | BranchState::Error));
+    if unhealthy {
+        ExitCode::RcloneFailed
+    } else {
+        ExitCode::Ok
+    }
+}
+
+fn print_human(status: &ServiceStatus) {
+    println!(
+        "msync pid {} since {}: {} mounted at {} ({}), {} inotify watches",
+        status.pid,
+        status.started,
+        status.install_dir.display(),
+        status.mount_point.display(),
+        status.union,
+        status.inotify_watches
+    );
+    for branch in &status.branches {
+        print_branch(branch);
+    }
+}
+
+fn print_branch(branch: &BranchStatus) {
+    let state = format!("{:?}", branch.state).to_lowercase();
+    println!(
+        "  {:<12} {:<9} queued {:<5} sent {} files, {}  last sync {}  -> {}",
+        branch.name,
+        state,
+        branch.queued,
+        branch.files_sent,
+        HumanBytes(branch.bytes_sent),
+        branch.last_sync.as_deref().unwrap_or("never"),
+        branch.remote
+    );
+    if let Some(space) = &branch.space {
+        let show =
+            |v: Option<i64>| v.map_or("?".into(), |b| HumanBytes(b.max(0) as u64).to_string());
+        println!(
+            "      space: {} used, {} free",
+            show(space.used),
+            show(space.free)
+        );
+    }
+    for file in &branch.in_flight {
+        let eta = file
+            .eta
+            .map(|s| {
+                format!(
+                    ", ETA {}",
+                    HumanDuration(Duration::from_secs_f64(s.max(0.0)))
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "      sending {}: {} / {}, {}/s{eta}",
+            file.name,
+            HumanBytes(file.bytes.max(0) as u64),
+            HumanBytes(file.size.max(0) as u64),
+            HumanBytes(file.speed as u64)
+        );
+    }
+    if let Some(warning) = &branch.warning {
+        println!("      warning: {warning}");
+    }
+    if let Some(error) = &branch.last_error {
+        println!("      last error: {error}");
+    }
+}

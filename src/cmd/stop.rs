@@ -1,0 +1,56 @@
+//! `msync stop <install dir> <mount point>`: asks the service to send what
+//! is queued, unmount and exit, and waits until it has.
+
+use std::time::{Duration, Instant};
+
+use super::require_root;
+use crate::cli::StopArgs;
+use crate::error::{ExitCode, coded};
+use crate::install::InstallDir;
+use crate::service::{self, ClientError, Reply, Request};
+
+/// How long the service may take to exit after it answered.
+const EXIT_WAIT: Duration = Duration::from_secs(15);
+
+pub fn run(args: &StopArgs) -> anyhow::Result<ExitCode> {
+    require_root("stop")?;
+    let install = InstallDir::open(&args.install_dir)?;
+    let request = Request::Stop {
+        mount_point: std::path::absolute(&args.mount_point)?,
+        timeout_secs: args.timeout.as_secs(),
+        now: args.now,
+    };
+    // The service may spend the whole timeout sending, then unmount.
+    let wait = args.timeout + Duration::from_secs(30);
+    let reply = match service::request(&install.socket_path(), &request, wait) {
+        Ok(reply) => reply,
+        Err(ClientError::NotRunning) => {
+            return Err(coded(
+                ExitCode::RunningState,
+                format!(
+                    "no msync service is running for {}",
+                    install.root().display()
+                ),
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    match reply {
+        Reply::Stopped => {
+            let deadline = Instant::now() + EXIT_WAIT;
+            while service::running_pid(&install.pid_file()).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("msync stopped; {} unmounted", args.mount_point.display());
+            Ok(ExitCode::Ok)
+        }
+        Reply::Error { code, message } => Err(coded(
+            ExitCode::from_code(code.into()).unwrap_or(ExitCode::Failed),
+            message,
+        )),
+        Reply::Status(_) => Err(coded(
+            ExitCode::Failed,
+            "the service answered a stop with its status",
+        )),
+    }
+}

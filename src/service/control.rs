@@ -1,0 +1,182 @@
+//! The control socket: `<install dir>/run/msync.sock`, a Unix stream socket
+//! only root can reach (its directory is 0700). One JSON request line, one
+//! JSON reply line. The named thread `msync-control` serves it; status is
+//! answered on that thread, stop is handed to the service's main loop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use log::warn;
+use serde::{Deserialize, Serialize};
+
+use crate::sync::BranchStatus;
+
+/// What a client asks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stop {
+        mount_point: PathBuf,
+        timeout_secs: u64,
+        now: bool,
+    },
+}
+
+/// The service as `status` shows it. Field names are stable for scripts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub pid: u32,
+    pub install_dir: PathBuf,
+    pub mount_point: PathBuf,
+    pub union: String,
+    pub started: String,
+    pub inotify_watches: usize,
+    pub branches: Vec<BranchStatus>,
+}
+
+/// What the service answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Status(ServiceStatus),
+    Stopped,
+    Error { code: u8, message: String },
+}
+
+/// A stop request handed to the main loop, with where to send the answer.
+pub struct StopRequest {
+    pub mount_point: PathBuf,
+    pub timeout: Duration,
+    pub now: bool,
+    pub reply: Sender<Reply>,
+    /// Signalled once the reply is written, so the service does not exit
+    /// before its client has the answer.
+    pub delivered: mpsc::Receiver<()>,
+}
+
+/// Binds the socket (replacing one left by a dead service: the caller
+/// holds the pid lock) and serves it on a named thread.
+pub fn serve(
+    path: &Path,
+    status: Arc<dyn Fn() -> ServiceStatus + Send + Sync>,
+    stops: Sender<StopRequest>,
+) -> std::io::Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_symlink() || meta.is_file() || meta.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a socket; remove it",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("msync-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(err) = answer(stream, &*status, &stops) {
+                            warn!("control socket: {err}");
+                        }
+                    }
+                    Err(err) => warn!("control socket: {err}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn answer(
+    stream: UnixStream,
+    status: &(dyn Fn() -> ServiceStatus + Send + Sync),
+    stops: &Sender<StopRequest>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Status) => Reply::Status(status()),
+        Ok(Request::Stop {
+            mount_point,
+            timeout_secs,
+            now,
+        }) => {
+            let (reply, answer) = mpsc::channel();
+            let (delivered, delivered_rx) = mpsc::channel();
+            let request = StopRequest {
+                mount_point,
+                timeout: Duration::from_secs(timeout_secs),
+                now,
+                reply,
+                delivered: delivered_rx,
+            };
+            let reply = match stops.send(request) {
+                Ok(()) => answer.recv().unwrap_or(Reply::Stopped),
+                Err(_) => Reply::Stopped,
+            };
+            let written = write_reply(&stream, &reply);
+            let _ = delivered.send(());
+            return written;
+        }
+        Err(err) => Reply::Error {
+            code: 2,
+            message: format!("bad request: {err}"),
+        },
+    };
+    write_reply(&stream, &reply)
+}
+
+fn write_reply(mut stream: &UnixStream, reply: &Reply) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(reply).expect("a reply always encodes");
+    text.push('\n');
+    stream.write_all(text.as_bytes())
+}
+
+/// Why a client could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no msync service is running for this install dir")]
+    NotRunning,
+    #[error("the control socket {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the service answered something msync does not understand: {0}")]
+    BadReply(String),
+}
+
+/// Sends one request and waits up to `timeout` for the reply.
+pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
+    let io = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = match UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ClientError::NotRunning);
+        }
+        Err(err) => return Err(io(err)),
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut text = serde_json::to_string(request).expect("a request always encodes");
+    text.push('\n');
+    stream.write_all(text.as_bytes()).map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    serde_json::from_str(&line).map_err(|_| ClientError::BadReply(line))
+}

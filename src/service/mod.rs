@@ -1,0 +1,360 @@
+//! The msync service: the mounted union of the branches, kept in sync.
+//!
+//! Threads and who owns what:
+//! - the **main thread** owns the mount, the watcher's channel and the
+//!   shutdown: it routes watched changes to the engine and carries out a
+//!   stop (from the control socket or a signal);
+//! - `msync-watch` owns the inotify fd (see [`crate::watch`]);
+//! - `msync-sync-<branch>`, one per branch, run the rclone jobs (see
+//!   [`crate::sync`]);
+//! - `msync-control` answers the control socket;
+//! - `msync-signals` turns SIGINT/SIGTERM/SIGHUP into messages.
+//!
+//! The service loads librclone itself, after `msync start` has put it in
+//! its own process: nothing forks once the Go runtime is in.
+
+mod control;
+pub mod logging;
+mod pidfile;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, mpsc::Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use log::{error, info, warn};
+use nix::sys::signal::Signal;
+
+pub use control::{ClientError, Reply, Request, ServiceStatus, request};
+pub use pidfile::{LockError, PidLock, running_pid};
+
+use crate::error::{ExitCode, coded};
+use crate::install::InstallDir;
+use crate::rclone::{Rclone, signals};
+use crate::sync::{BranchSpec, Engine, EngineConfig, is_local_only};
+use crate::union::{self, Availability, Driver, UnionError};
+use crate::watch::{BranchRoot, WatchConfig, WatchMessage, Watcher};
+
+/// How long a stop triggered by a signal may take to send what is queued.
+pub const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the main loop looks for signals and stop requests.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub mount_point: PathBuf,
+    pub union: Option<Driver>,
+    pub debounce: Duration,
+    pub engine: EngineConfig,
+}
+
+/// Everything the main loop holds.
+struct Running {
+    install: InstallDir,
+    mount_point: PathBuf,
+    engine: Arc<Engine>,
+    watcher: Option<Watcher>,
+    watch_rx: Receiver<WatchMessage>,
+    watch_count: Arc<AtomicUsize>,
+}
+
+/// Runs the service until it is stopped. `load` loads librclone; it is
+/// called after the signal handlers are in place and the pid lock is held.
+pub fn run(
+    install: InstallDir,
+    options: ServiceOptions,
+    load: impl FnOnce() -> anyhow::Result<Rclone>,
+) -> anyhow::Result<ExitCode> {
+    let signals = signals::install().context("installing signal handlers")?;
+    install.create_private_dirs()?;
+    let _pid_lock = match PidLock::acquire(&install.pid_file()) {
+        Ok(lock) => lock,
+        Err(LockError::Running { pid }) => {
+            return Err(coded(
+                ExitCode::RunningState,
+                format!(
+                    "msync is already running for {} (pid {}); stop it with `msync stop`",
+                    install.root().display(),
+                    pid.map_or("unknown".into(), |p| p.to_string())
+                ),
+            ));
+        }
+        Err(LockError::Io(err)) => {
+            return Err(err).with_context(|| format!("locking {}", install.pid_file().display()));
+        }
+    };
+    let rclone = load()?;
+    let driver = union::select(options.union, &Availability::probe())?;
+    let created_mount_point = prepare_mount_point(&options.mount_point)?;
+    let mount_point = options.mount_point.canonicalize()?;
+    let branch_dirs: Vec<PathBuf> = install
+        .manifest
+        .branches
+        .iter()
+        .map(|b| b.dir.clone())
+        .collect();
+    if let Err(err) = union::mount(driver, &branch_dirs, &mount_point) {
+        if created_mount_point {
+            let _ = std::fs::remove_dir(&mount_point);
+        }
+        return Err(err.into());
+    }
+    info!(
+        "mounted {} branches at {} with {}",
+        branch_dirs.len(),
+        mount_point.display(),
+        driver.name()
+    );
+
+    // The watcher starts before the engine's first reconcile lists the
+    // branches, so no change falls between the two.
+    let (watch_tx, watch_rx) = mpsc::channel();
+    let roots = install
+        .manifest
+        .branches
+        .iter()
+        .enumerate()
+        .map(|(index, b)| BranchRoot {
+            index,
+            path: b.dir.clone(),
+        })
+        .collect();
+    let watcher = Watcher::start(
+        roots,
+        WatchConfig {
+            debounce: options.debounce,
+            ignore: Arc::new(is_local_only),
+        },
+        watch_tx,
+    )
+    .context("starting the inotify watcher")?;
+    let specs = install
+        .manifest
+        .branches
+        .iter()
+        .enumerate()
+        .map(|(index, b)| BranchSpec {
+            index,
+            name: b.name.clone(),
+            local: b.dir.clone(),
+            remote: b.remote.clone(),
+            work_dir: install.state_dir(),
+        })
+        .collect();
+    let engine =
+        Arc::new(Engine::start(rclone, specs, options.engine).context("starting the sync engine")?);
+    let watch_count = Arc::new(AtomicUsize::new(watcher.watch_count()));
+
+    let (stop_tx, stop_rx) = mpsc::channel();
+    serve_control(
+        &install,
+        &mount_point,
+        driver,
+        &engine,
+        &watch_count,
+        stop_tx,
+    )?;
+    info!("msync service running (pid {})", std::process::id());
+
+    let mut running = Running {
+        install,
+        mount_point,
+        engine,
+        watcher: Some(watcher),
+        watch_rx,
+        watch_count,
+    };
+    running.main_loop(&signals, &stop_rx)
+}
+
+fn serve_control(
+    install: &InstallDir,
+    mount_point: &Path,
+    driver: Driver,
+    engine: &Arc<Engine>,
+    watch_count: &Arc<AtomicUsize>,
+    stops: Sender<control::StopRequest>,
+) -> anyhow::Result<()> {
+    let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let (engine, watch_count) = (Arc::clone(engine), Arc::clone(watch_count));
+    let (install_dir, mount_point) = (install.root().to_path_buf(), mount_point.to_path_buf());
+    let status = move || ServiceStatus {
+        pid: std::process::id(),
+        install_dir: install_dir.clone(),
+        mount_point: mount_point.clone(),
+        union: driver.name().into(),
+        started: started.clone(),
+        inotify_watches: watch_count.load(Ordering::Relaxed),
+        branches: engine.status(),
+    };
+    control::serve(&install.socket_path(), Arc::new(status), stops)
+        .context("opening the control socket")
+}
+
+/// Creates the mount point if missing; refuses one that is not an empty,
+/// unmounted directory. Returns whether it was created.
+fn prepare_mount_point(path: &Path) -> anyhow::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("creating the mount point {}", path.display()))?;
+            Ok(true)
+        }
+        Ok(meta) if !meta.is_dir() => Err(coded(
+            ExitCode::MountError,
+            format!(
+                "the mount point {} is not a directory; choose a directory",
+                path.display()
+            ),
+        )),
+        Ok(_) if union::is_mounted(path) => Err(coded(
+            ExitCode::MountError,
+            format!(
+                "{} is already a mount point; unmount it or choose another directory",
+                path.display()
+            ),
+        )),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(path)?;
+            if entries.next().is_some() {
+                return Err(coded(
+                    ExitCode::MountError,
+                    format!(
+                        "the mount point {} is not empty: the mount would hide its files; choose an empty directory",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(false)
+        }
+    }
+}
+
+impl Running {
+    fn main_loop(
+        &mut self,
+        signals: &Receiver<Signal>,
+        stops: &Receiver<control::StopRequest>,
+    ) -> anyhow::Result<ExitCode> {
+        loop {
+            match self.watch_rx.recv_timeout(TICK) {
+                Ok(message) => self.handle(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    error!(
+                        "the inotify watcher stopped; changes are now only sent by the periodic reconcile"
+                    );
+                    std::thread::sleep(TICK);
+                }
+            }
+            if let Some(watcher) = &self.watcher {
+                self.watch_count
+                    .store(watcher.watch_count(), Ordering::Relaxed);
+            }
+            if let Ok(signal) = signals.try_recv() {
+                info!("{signal} received: stopping");
+                match self.shutdown(SIGNAL_STOP_TIMEOUT, false) {
+                    Ok(()) => return Ok(ExitCode::Ok),
+                    Err(err) => error!("cannot stop: {err:#}"),
+                }
+            }
+            if let Ok(request) = stops.try_recv() {
+                let reply = self.stop_request(&request);
+                let stopped = reply == Reply::Stopped;
+                let _ = request.reply.send(reply);
+                if stopped {
+                    let _ = request.delivered.recv_timeout(Duration::from_secs(2));
+                    return Ok(ExitCode::Ok);
+                }
+            }
+        }
+    }
+
+    fn stop_request(&mut self, request: &control::StopRequest) -> Reply {
+        let asked = request
+            .mount_point
+            .canonicalize()
+            .unwrap_or_else(|_| request.mount_point.clone());
+        if asked != self.mount_point {
+            return Reply::Error {
+                code: ExitCode::Usage.code(),
+                message: format!(
+                    "this service's mount point is {}, not {}",
+                    self.mount_point.display(),
+                    request.mount_point.display()
+                ),
+            };
+        }
+        info!(
+            "stop requested (timeout {}s{})",
+            request.timeout.as_secs(),
+            if request.now { ", now" } else { "" }
+        );
+        match self.shutdown(request.timeout, request.now) {
+            Ok(()) => Reply::Stopped,
+            Err(err) => Reply::Error {
+                code: crate::error::exit_code_of(&err).code(),
+                message: format!("{err:#}"),
+            },
+        }
+    }
+
+    fn handle(&self, message: WatchMessage) {
+        match message {
+            WatchMessage::Changes(changes) => self.engine.apply(&changes),
+            WatchMessage::Overflow => {
+                warn!("the inotify queue overflowed: events were lost; reconciling every branch");
+                self.engine.reconcile_all();
+            }
+            WatchMessage::WatchLimit { branch, path } => {
+                let warning = format!(
+                    "inotify watch limit reached at {}: changes below it are only sent by the periodic reconcile; raise fs.inotify.max_user_watches",
+                    path.display()
+                );
+                error!("{warning}");
+                self.engine.warn(branch, warning);
+            }
+            WatchMessage::Error(message) => error!("watcher: {message}"),
+        }
+    }
+
+    /// Unmounts first (a busy mount stops nothing), then sends what is
+    /// queued until the deadline, then ends the watcher and the workers.
+    fn shutdown(&mut self, timeout: Duration, now: bool) -> anyhow::Result<()> {
+        match union::unmount(&self.mount_point) {
+            Ok(()) => info!("unmounted {}", self.mount_point.display()),
+            Err(UnionError::NotMounted { .. }) => {
+                warn!("{} was not mounted any more", self.mount_point.display())
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if let Some(watcher) = &self.watcher {
+            watcher.flush();
+        }
+        while let Ok(message) = self.watch_rx.try_recv() {
+            self.handle(message);
+        }
+        let deadline = if now {
+            Instant::now()
+        } else {
+            Instant::now() + timeout
+        };
+        self.engine.stop_by(deadline);
+        if let Some(watcher) = self.watcher.take() {
+            watcher.stop();
+        }
+        if let Err(err) = std::fs::remove_dir(&self.mount_point) {
+            warn!(
+                "could not remove the mount point {}: {err}",
+                self.mount_point.display()
+            );
+        }
+        let _ = std::fs::remove_file(self.install.socket_path());
+        let _ = std::fs::remove_file(self.install.pid_file());
+        info!("msync service stopped");
+        Ok(())
+    }
+}

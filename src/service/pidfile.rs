@@ -1,0 +1,103 @@
+//! The pid file, locked with flock(2) for as long as the service runs: the
+//! lock, not the file's existence, says whether a service is running, so a
+//! file left by a crash or a reboot never blocks a new start.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::libc;
+
+/// The held lock; dropping it releases the lock.
+pub struct PidLock {
+    _file: Flock<File>,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another service holds it.
+    Running {
+        pid: Option<u32>,
+    },
+    Io(std::io::Error),
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        // A symlink planted in place of the pid file is refused.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+impl PidLock {
+    /// Takes the lock and writes this process's pid.
+    pub fn acquire(path: &Path) -> Result<PidLock, LockError> {
+        let file = open(path).map_err(LockError::Io)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut locked) => {
+                locked.set_len(0).map_err(LockError::Io)?;
+                locked.rewind().map_err(LockError::Io)?;
+                writeln!(locked, "{}", std::process::id()).map_err(LockError::Io)?;
+                Ok(PidLock { _file: locked })
+            }
+            Err((mut file, Errno::EWOULDBLOCK)) => Err(LockError::Running {
+                pid: read_pid(&mut file),
+            }),
+            Err((_, errno)) => Err(LockError::Io(errno.into())),
+        }
+    }
+}
+
+/// The pid of the running service, or `None` when none runs.
+pub fn running_pid(path: &Path) -> Option<u32> {
+    if !path.exists() {
+        return None;
+    }
+    match PidLock::acquire(path) {
+        Ok(_released_at_once) => None,
+        Err(LockError::Running { pid }) => Some(pid.unwrap_or(0)),
+        Err(LockError::Io(_)) => None,
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("msync.pid");
+        let held = PidLock::acquire(&path).unwrap();
+        assert_eq!(running_pid(&path), Some(std::process::id()));
+        drop(held);
+        assert_eq!(running_pid(&path), None);
+    }
+
+    #[test]
+    fn a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let path = dir.path().join("msync.pid");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(matches!(PidLock::acquire(&path), Err(LockError::Io(_))));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+}

@@ -1,0 +1,62 @@
+//! What the engine reports about each branch: the data behind
+//! `msync status` and its stable `--json` form.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A branch's state, as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BranchState {
+    /// Nothing to do: the remote matches the branch as far as msync knows.
+    Idle,
+    /// Transferring, moving, deleting or reconciling.
+    Syncing,
+    /// The last attempt failed; msync tries again with backoff.
+    Retrying,
+    /// msync will not sync this branch until the cause is fixed.
+    Error,
+}
+
+/// One file being transferred.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub name: String,
+    pub bytes: i64,
+    pub size: i64,
+    /// Bytes per second.
+    pub speed: f64,
+    /// Seconds to go, when rclone can tell.
+    pub eta: Option<f64>,
+}
+
+/// Space on the remote, as far as its backend tells.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Space {
+    pub used: Option<i64>,
+    pub free: Option<i64>,
+    pub total: Option<i64>,
+}
+
+/// Everything `status` says about one branch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BranchStatus {
+    pub name: String,
+    pub remote: String,
+    pub local: PathBuf,
+    pub state: BranchState,
+    /// Changes waiting to be sent.
+    pub queued: usize,
+    pub in_flight: Vec<InFlight>,
+    /// When the remote last matched a change (RFC 3339, UTC).
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+    /// Something that needs attention without stopping the sync (e.g. the
+    /// inotify watch limit).
+    pub warning: Option<String>,
+    pub space: Option<Space>,
+    /// Files and bytes sent since the service started.
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+}

@@ -1,0 +1,373 @@
+//! Debouncing as plain data: raw, already-resolved events go in with the
+//! time they were seen, ordered [`Change`]s come out when they are due.
+//!
+//! No I/O and no clock: every call takes `now`, so tests drive it with
+//! made-up instants. The watcher thread owns one [`Debouncer`] and asks it
+//! for [`Debouncer::next_deadline`] to know how long it may sleep.
+//!
+//! Rules (the engine relies on them):
+//! - a `Write` is due only after the file was closed and then stayed quiet
+//!   for `debounce`; a modification without a close holds it indefinitely,
+//!   so a slow writer yields one `Write`, after its close;
+//! - deleting a path drops its pending `Write`/`DirCreate`;
+//! - a rename is due at once; writes and mkdirs pending at or below the old
+//!   path are re-keyed to the new one and queued behind the rename;
+//! - changes come out in the order they must be applied: each is numbered
+//!   when queued, and a due change pulls out any earlier pending change on
+//!   a related path (same path, ancestor, descendant) first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Change, ChangeKind};
+
+/// An inotify event after the watcher resolved its branch and relative
+/// path and paired its rename halves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub branch: usize,
+    pub path: PathBuf,
+    pub kind: RawKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawKind {
+    /// Content is changing (`IN_MODIFY`, or a new regular file appeared):
+    /// hold the file's `Write` until it is closed.
+    Modified,
+    /// Closed after writing (`IN_CLOSE_WRITE`), or complete when it
+    /// appeared (a symlink, a hard link, a file moved in): `Write` once quiet.
+    Closed,
+    /// Seen by a scan of a new directory: `Write` once quiet, unless a
+    /// `Write` is already pending there (then the file's own events, which
+    /// know whether it is still open, decide).
+    Found,
+    Deleted {
+        is_dir: bool,
+    },
+    DirCreated,
+    /// Renamed within the branch from `from` to the event's path.
+    Renamed {
+        from: PathBuf,
+        is_dir: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    branch: usize,
+    path: PathBuf,
+    kind: ChangeKind,
+    is_dir: bool,
+    /// `None` while a written file is still open: never due by time.
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Debouncer {
+    debounce: Duration,
+    next_seq: u64,
+    /// Pending changes by sequence number: the order they were queued in.
+    entries: BTreeMap<u64, Entry>,
+    /// Sequence numbers by path; a BTreeMap so a directory's subtree is one
+    /// contiguous range (paths order by component).
+    by_path: BTreeMap<(usize, PathBuf), Vec<u64>>,
+    by_deadline: BTreeSet<(Instant, u64)>,
+}
+
+impl Debouncer {
+    pub fn new(debounce: Duration) -> Self {
+        Debouncer {
+            debounce,
+            next_seq: 0,
+            entries: BTreeMap::new(),
+            by_path: BTreeMap::new(),
+            by_deadline: BTreeSet::new(),
+        }
+    }
+
+    /// Number of pending changes.
+    pub fn pending(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// When the earliest pending change becomes due; `None` when nothing is
+    /// waiting on time (empty, or only files still open for writing).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.by_deadline.first().map(|&(at, _)| at)
+    }
+
+    pub fn add_event(&mut self, ev: RawEvent, now: Instant) {
+        let RawEvent { branch, path, kind } = ev;
+        match kind {
+            RawKind::Modified => self.write(branch, path, None),
+            RawKind::Closed => self.write(branch, path, Some(now + self.debounce)),
+            RawKind::Found => {
+                let pending = self
+                    .last_at(branch, &path)
+                    .is_some_and(|seq| self.entries[&seq].kind == ChangeKind::Write);
+                if !pending {
+                    self.write(branch, path, Some(now + self.debounce));
+                }
+            }
+            RawKind::Deleted { is_dir } => self.delete(branch, path, is_dir, now),
+            RawKind::DirCreated => self.dir_created(branch, path, now),
+            RawKind::Renamed { from, is_dir } => self.rename(branch, from, path, is_dir, now),
+        }
+    }
+
+    /// The changes due at `now`, with the earlier changes they depend on.
+    pub fn drain_due(&mut self, now: Instant) -> Vec<Change> {
+        let due: Vec<u64> = self
+            .by_deadline
+            .iter()
+            .take_while(|&&(at, _)| at <= now)
+            .map(|&(_, seq)| seq)
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let mut chosen: BTreeSet<u64> = due.iter().copied().collect();
+        let mut work = due;
+        while let Some(seq) = work.pop() {
+            for earlier in self.related_earlier(seq) {
+                if chosen.insert(earlier) {
+                    work.push(earlier);
+                }
+            }
+        }
+        chosen.into_iter().map(|seq| self.take(seq)).collect()
+    }
+
+    /// Every pending change, due or not, in order (for a flush or a stop).
+    pub fn drain_all(&mut self) -> Vec<Change> {
+        let all: Vec<u64> = self.entries.keys().copied().collect();
+        all.into_iter().map(|seq| self.take(seq)).collect()
+    }
+
+    /// Forgets everything pending (after an overflow the reconcile covers it).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.by_path.clear();
+        self.by_deadline.clear();
+    }
+
+    fn write(&mut self, branch: usize, path: PathBuf, deadline: Option<Instant>) {
+        if let Some(seq) = self.last_at(branch, &path) {
+            match self.entries[&seq].kind {
+                // Coalesce: one Write per path, its timer restarted (or held
+                // again while the file is being written).
+                ChangeKind::Write => return self.set_deadline(seq, deadline),
+                // Deleted and written again: the upload replaces the file.
+                ChangeKind::Delete => {
+                    self.remove(seq);
+                }
+                _ => {}
+            }
+        }
+        self.insert(branch, path, ChangeKind::Write, false, deadline);
+    }
+
+    fn delete(&mut self, branch: usize, path: PathBuf, is_dir: bool, now: Instant) {
+        // What was waiting to be uploaded or created there is moot now.
+        for seq in self.subtree(branch, &path) {
+            if self.entries[&seq].kind.is_state() {
+                self.remove(seq);
+            }
+        }
+        let kind = if is_dir {
+            ChangeKind::DirDelete
+        } else {
+            ChangeKind::Delete
+        };
+        let deadline = Some(now + self.debounce);
+        if let Some(seq) = self.last_at(branch, &path)
+            && self.entries[&seq].kind == kind
+        {
+            return self.set_deadline(seq, deadline);
+        }
+        self.insert(branch, path, kind, is_dir, deadline);
+    }
+
+    fn dir_created(&mut self, branch: usize, path: PathBuf, now: Instant) {
+        let deadline = Some(now + self.debounce);
+        // A scan may report a directory its IN_CREATE already reported.
+        if let Some(seq) = self.last_at(branch, &path)
+            && self.entries[&seq].kind == ChangeKind::DirCreate
+        {
+            return self.set_deadline(seq, deadline);
+        }
+        self.insert(branch, path, ChangeKind::DirCreate, true, deadline);
+    }
+
+    fn rename(&mut self, branch: usize, from: PathBuf, to: PathBuf, is_dir: bool, now: Instant) {
+        if from == to {
+            return;
+        }
+        // The target was replaced: its pending upload or mkdir is moot. A
+        // pending delete there stays and goes out ahead of the rename.
+        for seq in self.subtree(branch, &to) {
+            if self.entries[&seq].kind.is_state() {
+                self.remove(seq);
+            }
+        }
+        // Uploads and mkdirs pending at or below the old path describe what
+        // is there now, so they follow it. Deletes and renames already queued
+        // there are operations on the old layout: they stay put, and the
+        // ordering rule sends them out before this rename.
+        let moving: Vec<u64> = self
+            .subtree(branch, &from)
+            .into_iter()
+            .filter(|seq| self.entries[seq].kind.is_state())
+            .collect();
+        self.insert(
+            branch,
+            to.clone(),
+            ChangeKind::Rename { from: from.clone() },
+            is_dir,
+            Some(now),
+        );
+        // Re-keyed changes are queued behind the rename: the engine moves
+        // server-side first, then uploads what changed since.
+        for seq in moving {
+            let mut entry = self.remove(seq);
+            entry.path = rekey(&entry.path, &from, &to);
+            self.push(entry);
+        }
+    }
+
+    /// Earlier pending changes that must be applied before `seq`: on the
+    /// same path, an ancestor or a descendant (and, for a rename, of its
+    /// source). Writes of files still open are never pulled out early.
+    fn related_earlier(&self, seq: u64) -> Vec<u64> {
+        let entry = &self.entries[&seq];
+        let mut paths = vec![entry.path.as_path()];
+        if let ChangeKind::Rename { from } = &entry.kind {
+            paths.push(from);
+        }
+        let mut found = Vec::new();
+        for path in paths {
+            for ancestor in path.ancestors().skip(1) {
+                found.extend(self.seqs_at(entry.branch, ancestor));
+            }
+            found.extend(self.subtree(entry.branch, path));
+        }
+        found.retain(|&s| s < seq && self.entries[&s].deadline.is_some());
+        found
+    }
+
+    fn last_at(&self, branch: usize, path: &Path) -> Option<u64> {
+        self.seqs_at(branch, path).last().copied()
+    }
+
+    fn seqs_at(&self, branch: usize, path: &Path) -> &[u64] {
+        self.by_path
+            .get(&(branch, path.to_path_buf()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Sequence numbers at `path` and below, in queue order.
+    fn subtree(&self, branch: usize, path: &Path) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .by_path
+            .range((branch, path.to_path_buf())..)
+            .take_while(|((b, p), _)| *b == branch && p.starts_with(path))
+            .flat_map(|(_, seqs)| seqs.iter().copied())
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    fn insert(
+        &mut self,
+        branch: usize,
+        path: PathBuf,
+        kind: ChangeKind,
+        is_dir: bool,
+        deadline: Option<Instant>,
+    ) {
+        self.push(Entry {
+            branch,
+            path,
+            kind,
+            is_dir,
+            deadline,
+        });
+    }
+
+    fn push(&mut self, entry: Entry) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.insert_at(seq, entry);
+    }
+
+    fn insert_at(&mut self, seq: u64, entry: Entry) {
+        let seqs = self
+            .by_path
+            .entry((entry.branch, entry.path.clone()))
+            .or_default();
+        let at = seqs.partition_point(|&s| s < seq);
+        seqs.insert(at, seq);
+        if let Some(at) = entry.deadline {
+            self.by_deadline.insert((at, seq));
+        }
+        self.entries.insert(seq, entry);
+    }
+
+    fn remove(&mut self, seq: u64) -> Entry {
+        let entry = self.entries.remove(&seq).expect("pending entry");
+        let key = (entry.branch, entry.path.clone());
+        if let Some(seqs) = self.by_path.get_mut(&key) {
+            seqs.retain(|&s| s != seq);
+            if seqs.is_empty() {
+                self.by_path.remove(&key);
+            }
+        }
+        if let Some(at) = entry.deadline {
+            self.by_deadline.remove(&(at, seq));
+        }
+        entry
+    }
+
+    fn set_deadline(&mut self, seq: u64, deadline: Option<Instant>) {
+        let entry = self.entries.get_mut(&seq).expect("pending entry");
+        if let Some(at) = entry.deadline {
+            self.by_deadline.remove(&(at, seq));
+        }
+        entry.deadline = deadline;
+        if let Some(at) = deadline {
+            self.by_deadline.insert((at, seq));
+        }
+    }
+
+    fn take(&mut self, seq: u64) -> Change {
+        let entry = self.remove(seq);
+        Change {
+            branch: entry.branch,
+            path: entry.path,
+            kind: entry.kind,
+            is_dir: entry.is_dir,
+        }
+    }
+}
+
+impl ChangeKind {
+    /// A `Write` or `DirCreate`: it describes what is at its path now (to
+    /// upload or create), rather than an operation on the old layout.
+    fn is_state(&self) -> bool {
+        matches!(self, ChangeKind::Write | ChangeKind::DirCreate)
+    }
+}
+
+/// `path` with its leading `from` replaced by `to`.
+fn rekey(path: &Path, from: &Path, to: &Path) -> PathBuf {
+    match path.strip_prefix(from) {
+        Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+        Ok(rest) => to.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

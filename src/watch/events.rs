@@ -1,0 +1,504 @@
+//! Turning inotify events into [`RawEvent`]s: the state the watcher thread
+//! owns (fd, watch table, rename pairing, debouncer) and the policy for each
+//! kind of event. Runs only on the `msync-watch` thread (and in
+//! [`super::Watcher::start`] before the thread exists).
+//!
+//! Every directory under every root gets a watch. A new directory is
+//! watched first and scanned second, so a file made in it before the watch
+//! existed is found by the scan and one made after is seen by the watch.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor, WatchMask};
+use nix::errno::Errno;
+
+use super::debounce::{Debouncer, RawEvent, RawKind};
+use super::pairing::{MovedFrom, Pairer};
+use super::table::WatchTable;
+use super::{BranchRoot, IgnoreFn, WatchConfig, WatchMessage};
+
+/// How long a `MOVED_FROM` waits for its `MOVED_TO` before it counts as a
+/// move out of the tree. The kernel queues both within one rename(2), so
+/// this only has to cover a read that ended between them.
+const PAIRING_GRACE: Duration = Duration::from_millis(100);
+
+/// Reads per wake-up before the loop looks at control messages and
+/// deadlines again, so a flood of events cannot starve them.
+const READS_PER_TICK: usize = 16;
+/// Reads a flush does at most before draining: enough for any burst that
+/// finished before the flush was asked for.
+const READS_PER_FLUSH: usize = 1024;
+
+fn watch_mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        // Never watch through a symlink, only real directories.
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::ONLYDIR
+        // No events for a file after it was unlinked (a deleted temp file
+        // still being written would otherwise come back as a Write).
+        | WatchMask::EXCL_UNLINK
+}
+
+pub struct Worker {
+    inotify: Inotify,
+    roots: Vec<BranchRoot>,
+    ignore: IgnoreFn,
+    table: WatchTable<WatchDescriptor>,
+    pairer: Pairer,
+    debouncer: Debouncer,
+    sink: Sender<WatchMessage>,
+    /// False once the receiver is gone: the thread then ends.
+    listening: bool,
+    /// Branches that already got a `WatchLimit` message.
+    limit_reported: HashSet<usize>,
+    watches: Arc<AtomicUsize>,
+    buffer: Vec<u8>,
+}
+
+impl Worker {
+    pub fn new(
+        inotify: Inotify,
+        roots: Vec<BranchRoot>,
+        config: WatchConfig,
+        sink: Sender<WatchMessage>,
+        watches: Arc<AtomicUsize>,
+    ) -> Worker {
+        Worker {
+            inotify,
+            roots,
+            ignore: config.ignore,
+            table: WatchTable::default(),
+            pairer: Pairer::default(),
+            debouncer: Debouncer::new(config.debounce),
+            sink,
+            listening: true,
+            limit_reported: HashSet::new(),
+            watches,
+            buffer: vec![0; 64 * 1024],
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+
+    pub fn listened(&self) -> bool {
+        self.listening
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.debouncer.next_deadline(), self.pairer.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn error(&mut self, text: String) {
+        self.send(WatchMessage::Error(text));
+    }
+
+    /// The initial walk. A root that cannot be watched fails the start
+    /// (except for the watch limit, which is reported and tolerated).
+    pub fn watch_all(&mut self) -> Result<(), (PathBuf, io::Error)> {
+        let now = Instant::now();
+        for branch in self.branches() {
+            let root = self.abs(branch, Path::new(""));
+            match self.add_watch(branch, Path::new(""), &root) {
+                Ok(_) => self.add_tree(branch, PathBuf::new(), false, now, None),
+                Err(e) if e.raw_os_error() == Some(Errno::ENOSPC as i32) => {
+                    self.watch_failed(branch, Path::new(""), &root, &e)
+                }
+                Err(e) => return Err((root, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles what the kernel has queued, a bounded number of reads.
+    pub fn read_available(&mut self) {
+        self.read(READS_PER_TICK);
+    }
+
+    /// Everything queued so far, every held rename half decided, every
+    /// pending change sent.
+    pub fn flush(&mut self) {
+        self.read(READS_PER_FLUSH);
+        let now = Instant::now();
+        for from in self.pairer.take_all() {
+            self.moved_out(from, now);
+        }
+        let changes = self.debouncer.drain_all();
+        if !changes.is_empty() {
+            self.send(WatchMessage::Changes(changes));
+        }
+    }
+
+    /// Decides expired rename halves and sends the changes due at `now`.
+    pub fn tick(&mut self, now: Instant) {
+        for from in self.pairer.take_expired(now) {
+            self.moved_out(from, now);
+        }
+        let changes = self.debouncer.drain_due(now);
+        if !changes.is_empty() {
+            self.send(WatchMessage::Changes(changes));
+        }
+    }
+
+    fn read(&mut self, max_reads: usize) {
+        for _ in 0..max_reads {
+            let events: Vec<EventOwned> = match self.inotify.read_events(&mut self.buffer) {
+                Ok(events) => events.map(|e| e.to_owned()).collect(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.error(format!(
+                        "cannot read inotify events: {e}; restart msync if changes stop being seen"
+                    ));
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for event in events {
+                self.handle(event, now);
+            }
+        }
+    }
+
+    fn handle(&mut self, event: EventOwned, now: Instant) {
+        let mask = event.mask;
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            return self.overflow(now);
+        }
+        // Events of a watch already dropped (moved out, removed) are stale.
+        let Some((branch, dir)) = self.table.get(&event.wd).cloned() else {
+            return;
+        };
+        if mask.contains(EventMask::IGNORED) {
+            return self.watch_gone(&event.wd, branch, &dir);
+        }
+        if mask.contains(EventMask::MOVE_SELF) {
+            // A subdirectory's move is handled through its parent's
+            // MOVED_FROM/MOVED_TO; only a root has no watched parent.
+            if dir.as_os_str().is_empty() {
+                self.root_moved(branch);
+            }
+            return;
+        }
+        // DELETE_SELF and UNMOUNT are followed by IGNORED, handled above.
+        let Some(name) = event.name else {
+            return;
+        };
+        let path = dir.join(name);
+        let is_dir = mask.contains(EventMask::ISDIR);
+
+        if mask.contains(EventMask::MOVED_TO)
+            && let Some(from) = self.pairer.moved_to(event.cookie)
+        {
+            self.settle_related(branch, &path, now);
+            return self.renamed(from, branch, path, is_dir, now);
+        }
+        self.settle_related(branch, &path, now);
+        // Settling may have unwatched the directory this came from (it was
+        // moved out of the tree): the event is about a place we left.
+        if self.table.get(&event.wd) != Some(&(branch, dir)) {
+            return;
+        }
+        if (self.ignore)(&path) {
+            return;
+        }
+
+        if mask.contains(EventMask::CREATE) {
+            if is_dir {
+                self.moved_in(branch, path, true, now);
+            } else {
+                let kind = self.created_kind(branch, &path);
+                self.raw(branch, path, kind, now);
+            }
+        } else if mask.contains(EventMask::MODIFY) {
+            self.raw(branch, path, RawKind::Modified, now);
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
+            self.raw(branch, path, RawKind::Closed, now);
+        } else if mask.contains(EventMask::DELETE) {
+            if is_dir {
+                // The kernel already dropped those watches; IGNORED follows.
+                self.table.remove_subtree(branch, &path);
+                self.update_count();
+            }
+            self.raw(branch, path, RawKind::Deleted { is_dir }, now);
+        } else if mask.contains(EventMask::MOVED_FROM) {
+            self.pairer.moved_from(MovedFrom {
+                cookie: event.cookie,
+                branch,
+                path,
+                is_dir,
+                deadline: now + PAIRING_GRACE,
+            });
+        } else if mask.contains(EventMask::MOVED_TO) {
+            // No MOVED_FROM with this cookie: it came from outside the tree.
+            self.moved_in(branch, path, is_dir, now);
+        }
+    }
+
+    /// A new regular file is still being written until its close; a
+    /// symlink, special file or hard link is complete as it appears.
+    fn created_kind(&self, branch: usize, path: &Path) -> RawKind {
+        match std::fs::symlink_metadata(self.abs(branch, path)) {
+            Ok(meta) if meta.file_type().is_file() && meta.nlink() == 1 => RawKind::Modified,
+            Ok(_) => RawKind::Closed,
+            // Gone already: its IN_DELETE follows.
+            Err(_) => RawKind::Modified,
+        }
+    }
+
+    /// Decides held move-outs that an event at `path` must not overtake.
+    fn settle_related(&mut self, branch: usize, path: &Path, now: Instant) {
+        for from in self.pairer.take_related(branch, path) {
+            self.moved_out(from, now);
+        }
+    }
+
+    fn renamed(
+        &mut self,
+        from: MovedFrom,
+        branch: usize,
+        path: PathBuf,
+        is_dir: bool,
+        now: Instant,
+    ) {
+        let to_ignored = (self.ignore)(&path);
+        if to_ignored || from.branch != branch {
+            // Out of this branch's view: a delete here, maybe a create there.
+            self.moved_out(from, now);
+            if !to_ignored {
+                self.moved_in(branch, path, is_dir, now);
+            }
+            return;
+        }
+        if is_dir {
+            self.table.rename_subtree(branch, &from.path, &path);
+        }
+        let kind = RawKind::Renamed {
+            from: from.path,
+            is_dir,
+        };
+        self.raw(branch, path, kind, now);
+    }
+
+    /// Something left the tree: delete it, and stop following a directory
+    /// (its watches would otherwise report from outside the tree).
+    fn moved_out(&mut self, from: MovedFrom, now: Instant) {
+        if from.is_dir {
+            for wd in self.table.remove_subtree(from.branch, &from.path) {
+                // Fails only if the kernel dropped it already.
+                let _ = self.inotify.watches().remove(wd);
+            }
+            self.update_count();
+        }
+        let kind = RawKind::Deleted {
+            is_dir: from.is_dir,
+        };
+        self.raw(from.branch, from.path, kind, now);
+    }
+
+    /// Something appeared complete: a file is a Write; a directory is a
+    /// DirCreate, then watched and scanned.
+    fn moved_in(&mut self, branch: usize, path: PathBuf, is_dir: bool, now: Instant) {
+        if is_dir {
+            self.raw(branch, path.clone(), RawKind::DirCreated, now);
+            self.add_tree(branch, path, true, now, None);
+        } else {
+            self.raw(branch, path, RawKind::Closed, now);
+        }
+    }
+
+    /// Watches `dir` and every directory below it. With `report`, what is
+    /// found below is reported as new (DirCreate, Write). `seen` collects
+    /// the descriptors in use, for the sweep after an overflow.
+    fn add_tree(
+        &mut self,
+        branch: usize,
+        dir: PathBuf,
+        report: bool,
+        now: Instant,
+        mut seen: Option<&mut HashSet<WatchDescriptor>>,
+    ) {
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            let abs = self.abs(branch, &dir);
+            match self.add_watch(branch, &dir, &abs) {
+                Ok(wd) => {
+                    if let Some(seen) = seen.as_deref_mut() {
+                        seen.insert(wd);
+                    }
+                }
+                Err(e) => {
+                    self.watch_failed(branch, &dir, &abs, &e);
+                    // Over the watch limit, a new directory's contents are
+                    // still reported once, so they reach the cloud.
+                    let limit = e.raw_os_error() == Some(Errno::ENOSPC as i32);
+                    if !(limit && report) {
+                        continue;
+                    }
+                }
+            }
+            let entries = match std::fs::read_dir(&abs) {
+                Ok(entries) => entries,
+                // Removed meanwhile: its IN_DELETE follows.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.error(format!(
+                        "cannot list {}: {e}; changes there are not seen until the next reconcile",
+                        abs.display()
+                    ));
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let child = dir.join(entry.file_name());
+                if (self.ignore)(&child) {
+                    continue;
+                }
+                let Ok(file_type) = entry.file_type() else {
+                    continue;
+                };
+                if file_type.is_dir() {
+                    if report {
+                        self.raw(branch, child.clone(), RawKind::DirCreated, now);
+                    }
+                    stack.push(child);
+                } else if report {
+                    self.raw(branch, child, RawKind::Found, now);
+                }
+            }
+        }
+    }
+
+    fn add_watch(&mut self, branch: usize, dir: &Path, abs: &Path) -> io::Result<WatchDescriptor> {
+        let wd = self.inotify.watches().add(abs, watch_mask())?;
+        if let Some(displaced) = self.table.insert(wd.clone(), branch, dir.to_path_buf()) {
+            // A stale watch we still had at this path: nothing can tell us
+            // where its directory went, so stop following it.
+            let _ = self.inotify.watches().remove(displaced);
+        }
+        self.update_count();
+        Ok(wd)
+    }
+
+    fn watch_failed(&mut self, branch: usize, dir: &Path, abs: &Path, error: &io::Error) {
+        match Errno::from_raw(error.raw_os_error().unwrap_or(0)) {
+            Errno::ENOSPC => {
+                if self.limit_reported.insert(branch) {
+                    self.send(WatchMessage::WatchLimit {
+                        branch,
+                        path: abs.to_path_buf(),
+                    });
+                }
+            }
+            Errno::ENOENT | Errno::ENOTDIR if dir.as_os_str().is_empty() => self.root_gone(branch),
+            // Removed or replaced meanwhile: its own event follows.
+            Errno::ENOENT | Errno::ENOTDIR => {}
+            _ => self.error(format!(
+                "cannot watch {}: {error}; changes there are not seen until the next reconcile",
+                abs.display()
+            )),
+        }
+    }
+
+    /// The kernel dropped events: re-walk every root (adding what is
+    /// missing, dropping watches no walk reached) and ask for a reconcile.
+    fn overflow(&mut self, now: Instant) {
+        self.debouncer.clear();
+        self.pairer.take_all();
+        let mut seen = HashSet::new();
+        for branch in self.branches() {
+            self.add_tree(branch, PathBuf::new(), false, now, Some(&mut seen));
+        }
+        for wd in self.table.wds() {
+            if !seen.contains(&wd) {
+                self.table.remove_wd(&wd);
+                let _ = self.inotify.watches().remove(wd);
+            }
+        }
+        self.update_count();
+        self.send(WatchMessage::Overflow);
+    }
+
+    /// IN_IGNORED: the kernel dropped a watch (directory deleted, unmounted).
+    fn watch_gone(&mut self, wd: &WatchDescriptor, branch: usize, dir: &Path) {
+        self.table.remove_wd(wd);
+        self.update_count();
+        if dir.as_os_str().is_empty() {
+            self.root_gone(branch);
+        }
+    }
+
+    fn root_gone(&mut self, branch: usize) {
+        let root = self.abs(branch, Path::new(""));
+        self.error(format!(
+            "branch {branch} root {} is gone (deleted or unmounted) and is no longer watched: \
+             restore it and restart msync",
+            root.display()
+        ));
+    }
+
+    fn root_moved(&mut self, branch: usize) {
+        // Its watches follow the directory to wherever it went: drop them,
+        // or they would report paths that are no longer in the branch.
+        for wd in self.table.remove_subtree(branch, Path::new("")) {
+            let _ = self.inotify.watches().remove(wd);
+        }
+        self.update_count();
+        let root = self.abs(branch, Path::new(""));
+        self.error(format!(
+            "branch {branch} root {} was moved away and is no longer watched: \
+             move it back and restart msync",
+            root.display()
+        ));
+    }
+
+    fn raw(&mut self, branch: usize, path: PathBuf, kind: RawKind, now: Instant) {
+        self.debouncer
+            .add_event(RawEvent { branch, path, kind }, now);
+    }
+
+    fn branches(&self) -> Vec<usize> {
+        self.roots.iter().map(|r| r.index).collect()
+    }
+
+    fn abs(&self, branch: usize, path: &Path) -> PathBuf {
+        let root = self
+            .roots
+            .iter()
+            .find(|r| r.index == branch)
+            .expect("branch index from our own table");
+        if path.as_os_str().is_empty() {
+            root.path.clone()
+        } else {
+            root.path.join(path)
+        }
+    }
+
+    fn update_count(&self) {
+        self.watches.store(self.table.len(), Ordering::Relaxed);
+    }
+
+    fn send(&mut self, message: WatchMessage) {
+        if self.sink.send(message).is_err() {
+            self.listening = false;
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The service end to end: real mergerfs mounts, the real librclone, real
+//! remotes (local directories, SFTP served by sshd, crypt), every result
+//! checked with Debian's rclone CLI.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use crate::pool::{Pool, write_file};
+use crate::sshd::SftpServer;
+use crate::util::{Sandbox, run, run_expecting, stderr};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+#[test]
+fn files_written_through_the_mount_reach_the_clouds() {
+    let mut pool = Pool::local_clouds(3);
+    pool.import();
+    pool.start();
+    let mnt = pool.mount.clone();
+    for i in 0..30 {
+        write_file(
+            &mnt.join(format!("photos/2026/img {i}.jpg")),
+            1000 + i * 100,
+            i as u8,
+        );
+    }
+    write_file(&mnt.join("docs/ünïcödé ✓.txt"), 5000, 1);
+    write_file(&mnt.join("docs/line\nbreak.txt"), 10, 2);
+    write_file(&mnt.join("deep/a/b/c/d/leaf.bin"), 70_000, 3);
+    write_file(&mnt.join("to-delete.txt"), 100, 4);
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+
+    // Overwrite and delete.
+    write_file(&mnt.join("docs/ünïcödé ✓.txt"), 9000, 9);
+    std::fs::remove_file(mnt.join("to-delete.txt")).unwrap();
+    std::fs::create_dir_all(mnt.join("empty dir")).unwrap();
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+
+    let holder = pool.holder("docs/ünïcödé ✓.txt");
+    let files = pool.remote_files(&pool.remote_of(&holder));
+    assert!(
+        files.contains(&("docs/ünïcödé ✓.txt".to_owned(), 9000)),
+        "{files:?}"
+    );
+    for (_, remote) in &pool.branches {
+        assert!(
+            !pool
+                .remote_files(remote)
+                .iter()
+                .any(|(p, _)| p == "to-delete.txt")
+        );
+    }
+    // New files were spread over the clouds.
+    let used = pool
+        .branches
+        .iter()
+        .filter(|(_, remote)| !pool.remote_files(remote).is_empty())
+        .count();
+    assert!(used >= 2, "all files landed in one cloud");
+
+    pool.stop();
+    assert!(!mnt.exists(), "stop removes the mount point");
+}
+
+#[test]
+fn renames_move_server_side() {
+    let mut pool = Pool::local_clouds(2);
+    pool.import();
+    pool.start();
+    let mnt = pool.mount.clone();
+    write_file(&mnt.join("film.mkv"), 5 << 20, 1);
+    for i in 0..3 {
+        write_file(&mnt.join(format!("album/track {i}.flac")), 1 << 20, i);
+    }
+    let before = pool.settle(SETTLE);
+    let sent_before: u64 = before.branches.iter().map(|b| b.bytes_sent).sum();
+    let film_branch = pool.holder("film.mkv");
+    let film_cloud = pool
+        .sandbox
+        .path()
+        .join("clouds")
+        .join(&film_branch)
+        .join("msync");
+    let inode = std::fs::metadata(film_cloud.join("film.mkv"))
+        .unwrap()
+        .ino();
+
+    std::fs::rename(mnt.join("film.mkv"), mnt.join("renamed film.mkv")).unwrap();
+    std::fs::rename(mnt.join("album"), mnt.join("album 2")).unwrap();
+    let after = pool.settle(SETTLE);
+    pool.assert_in_sync();
+
+    let sent_after: u64 = after.branches.iter().map(|b| b.bytes_sent).sum();
+    assert_eq!(sent_after, sent_before, "a rename re-sent bytes");
+    // Same inode on the remote: moved, not copied.
+    assert_eq!(
+        std::fs::metadata(film_cloud.join("renamed film.mkv"))
+            .unwrap()
+            .ino(),
+        inode
+    );
+    assert!(!film_cloud.join("film.mkv").exists());
+    let album_branch = pool.holder("album 2/track 0.flac");
+    let files = pool.remote_files(&pool.remote_of(&album_branch));
+    assert!(
+        files.iter().any(|(p, _)| p == "album 2/track 0.flac"),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|(p, _)| p.starts_with("album/")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn a_slow_writer_is_uploaded_once_complete() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    pool.start();
+    let before = pool.settle(SETTLE).branches[0].files_sent;
+    let path = pool.mount.join("slow.log");
+    let mut file = std::fs::File::create(&path).unwrap();
+    for chunk in 0..8u8 {
+        file.write_all(&vec![chunk; 64 * 1024]).unwrap();
+        file.flush().unwrap();
+        // Longer than the debounce: only the close may trigger the upload.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    drop(file);
+    let after = pool.settle(SETTLE);
+    assert_eq!(
+        after.branches[0].files_sent,
+        before + 1,
+        "uploaded more than once"
+    );
+    assert_eq!(
+        pool.remote_files(&pool.branches[0].1),
+        [("slow.log".to_owned(), 8 * 64 * 1024)]
+    );
+    pool.assert_in_sync();
+}
+
+#[test]
+fn many_small_files_and_a_big_one() {
+    let mut pool = Pool::local_clouds(2);
+    pool.import();
+    pool.start();
+    for i in 0..5000 {
+        write_file(
+            &pool.mount.join(format!("many/d{}/f{i}.txt", i % 50)),
+            1024,
+            i as u8,
+        );
+    }
+    write_file(&pool.mount.join("big.bin"), 200 << 20, 7);
+    pool.settle(Duration::from_secs(600));
+    pool.assert_in_sync();
+    let total: usize = pool
+        .branches
+        .iter()
+        .map(|(_, r)| pool.remote_files(r).len())
+        .sum();
+    assert_eq!(total, 5001);
+}
+
+#[test]
+fn stop_start_cycles_and_import_restore_every_byte() {
+    let mut pool = Pool::local_clouds(3);
+    pool.import();
+    for round in 0..3u8 {
+        pool.start();
+        for i in 0..10 {
+            write_file(
+                &pool.mount.join(format!("round{round}/file{i}.dat")),
+                3000 + i,
+                round,
+            );
+        }
+        write_file(&pool.mount.join("shared.txt"), 100 + round as usize, round);
+        pool.settle(SETTLE);
+        pool.stop();
+    }
+    pool.assert_in_sync();
+
+    // A fresh install on the same clouds restores every byte.
+    let second = pool.sandbox.path().join("install2");
+    run(pool.msync(["install", second.to_str().unwrap()]));
+    run(pool.msync(["import", second.to_str().unwrap()]));
+    for (name, _) in &pool.branches {
+        let original = pool.branch_dir(name);
+        let restored = second.join("branches").join(name);
+        let diff = std::process::Command::new("diff")
+            .args(["-r", "--exclude=.msync-branch"])
+            .arg(&original)
+            .arg(&restored)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+}
+
+#[test]
+fn sftp_and_crypt_remotes() {
+    let server = SftpServer::start();
+    let sandbox = Sandbox::new();
+    let obscured = crate::util::stdout(&run(sandbox.rclone_cli(["obscure", "msync test"])));
+    let vault = sandbox.path().join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    let config = format!(
+        "{}\n[vault]\ntype = alias\nremote = {}\n\n[secret]\ntype = crypt\nremote = vault:\npassword = {}\n",
+        server.rclone_section("ssh"),
+        vault.display(),
+        obscured.trim()
+    );
+    let mut pool = Pool::install_remotes(sandbox, &config, Some("ssh,secret"));
+    assert_eq!(pool.branches.len(), 2);
+    pool.import();
+    pool.start();
+    for i in 0..20 {
+        write_file(
+            &pool.mount.join(format!("dir {i}/file ü {i}.bin")),
+            10_000 + i,
+            i as u8,
+        );
+    }
+    pool.settle(SETTLE);
+    std::fs::rename(pool.mount.join("dir 3"), pool.mount.join("dir three")).unwrap();
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    let crypt_files = pool.remote_files("secret:msync");
+    let sftp_files = pool.remote_files("ssh:msync");
+    assert_eq!(crypt_files.len() + sftp_files.len(), 20);
+    // Crypt stores encrypted names.
+    let raw = pool.sandbox.remote_files(vault.to_str().unwrap());
+    assert!(raw.iter().all(|(p, _)| !p.contains("file")), "{raw:?}");
+}
+
+#[test]
+fn status_shows_files_in_flight() {
+    let pool = Pool::local_clouds(1);
+    pool.import();
+    run(pool.msync([
+        "start",
+        pool.install.to_str().unwrap(),
+        pool.mount.to_str().unwrap(),
+        "--debounce",
+        "200ms",
+        "--bwlimit",
+        "20M",
+    ]));
+    write_file(&pool.mount.join("movie.bin"), 100 << 20, 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = pool.status();
+        let branch = &status.branches[0];
+        if let Some(file) = branch.in_flight.first()
+            && file.bytes > 0
+        {
+            assert_eq!(file.name, "movie.bin");
+            assert_eq!(file.size, 100 << 20);
+            assert!(file.speed > 0.0);
+            assert_eq!(branch.state, msync::sync::BranchState::Syncing);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no transfer in flight: {status:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let human = crate::util::stdout(&run(pool.msync(["status", pool.install.to_str().unwrap()])));
+    assert!(human.contains("sending movie.bin"), "{human}");
+    run(pool.msync([
+        "stop",
+        pool.install.to_str().unwrap(),
+        pool.mount.to_str().unwrap(),
+        "--now",
+    ]));
+    assert!(!msync::union::is_mounted(&pool.mount));
+}
+
+#[test]
+fn sigterm_takes_the_stop_path() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    pool.start();
+    let pid = pool.status().pid;
+    write_file(&pool.mount.join("last words.txt"), 1234, 1);
+    // Within the debounce: the stop must still send it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!msync::union::is_mounted(&pool.mount));
+    assert!(!pool.mount.exists());
+    assert_eq!(
+        pool.remote_files(&pool.branches[0].1),
+        [("last words.txt".to_owned(), 1234)]
+    );
+    assert!(pool.log().contains("SIGTERM received"), "{}", pool.log());
+    run_expecting(pool.msync(["status", pool.install.to_str().unwrap()]), 7);
+}
+
+#[test]
+fn running_state_errors() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    let (install, mount) = (
+        pool.install.to_str().unwrap().to_owned(),
+        pool.mount.to_str().unwrap().to_owned(),
+    );
+    let err = stderr(&run_expecting(pool.msync(["status", &install]), 7));
+    assert!(err.contains("not running"), "{err}");
+    let err = stderr(&run_expecting(pool.msync(["stop", &install, &mount]), 7));
+    assert!(err.contains("no msync service is running"), "{err}");
+    pool.start();
+    let err = stderr(&run_expecting(pool.msync(["start", &install, &mount]), 7));
+    assert!(err.contains("already running"), "{err}");
+
+    // A busy mount point: nothing stops, nothing is killed.
+    let holder = std::fs::File::open({
+        write_file(&pool.mount.join("open.txt"), 10, 1);
+        pool.mount.join("open.txt")
+    })
+    .unwrap();
+    let err = stderr(&run_expecting(pool.msync(["stop", &install, &mount]), 5));
+    assert!(err.contains("busy") || err.contains("open"), "{err}");
+    assert!(msync::union::is_mounted(&pool.mount));
+    assert_eq!(pool.status().branches.len(), 1);
+    drop(holder);
+    pool.stop();
+}
+
+#[test]
+fn bad_mount_points_and_drivers() {
+    let pool = Pool::local_clouds(1);
+    let install = pool.install.to_str().unwrap().to_owned();
+    let file = pool.sandbox.make_file("a-file", 3);
+    let err = stderr(&run_expecting(
+        pool.msync(["start", &install, file.to_str().unwrap()]),
+        5,
+    ));
+    assert!(err.contains("not a directory"), "{err}");
+    let full = pool
+        .sandbox
+        .make_file("full/x", 3)
+        .parent()
+        .unwrap()
+        .to_owned();
+    let err = stderr(&run_expecting(
+        pool.msync(["start", &install, full.to_str().unwrap()]),
+        5,
+    ));
+    assert!(err.contains("not empty"), "{err}");
+    let mnt = pool.mount.to_str().unwrap().to_owned();
+    run_expecting(
+        pool.msync(["start", &install, &mnt, "--union", "overlay"]),
+        2,
+    );
+    let err = stderr(&run_expecting(
+        pool.msync(["start", &install, &mnt, "--union", "aufs"]),
+        3,
+    ));
+    assert!(err.contains("aufs"), "{err}");
+    assert!(
+        !pool.mount.exists(),
+        "a refused start created the mount point"
+    );
+    let err = stderr(&run_expecting(
+        pool.msync(["start", "/nonexistent/install", &mnt]),
+        4,
+    ));
+    assert!(err.contains("not an msync install dir"), "{err}");
+}
+
+#[test]
+fn check_validates_an_install() {
+    let pool = Pool::local_clouds(2);
+    let install = pool.install.to_str().unwrap().to_owned();
+    let out = crate::util::stdout(&run(pool.msync(["check", &install])));
+    assert!(
+        out.contains("ok   branch cloud1:") && out.contains("(reachable)"),
+        "{out}"
+    );
+    assert!(out.contains("not imported yet"), "{out}");
+    // A remote removed from the config is named.
+    let config = std::fs::read_to_string(pool.sandbox.config()).unwrap();
+    let without_cloud2 = config.split("[cloud2]").next().unwrap().to_owned();
+    pool.sandbox.write_config(&without_cloud2);
+    let out = crate::util::stdout(&run_expecting(pool.msync(["check", &install]), 4));
+    assert!(
+        out.contains("FAIL branch cloud2:") && out.contains("not in the rclone config"),
+        "{out}"
+    );
+    // So is a broken manifest.
+    std::fs::write(pool.install.join("msync.json"), "{").unwrap();
+    let out = crate::util::stdout(&run_expecting(pool.msync(["check", &install]), 4));
+    assert!(
+        out.contains("FAIL install:") && out.contains("broken"),
+        "{out}"
+    );
+}
