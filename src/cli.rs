@@ -141,6 +141,22 @@ pub struct StartArgs {
     #[arg(long, value_name = "RATE")]
     pub bwlimit: Option<String>,
 
+    /// Start although the install was never imported while the clouds hold
+    /// data (their extra files go to the remote's trash), and take the
+    /// remotes' leases from another installation at once.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Refuse a reconcile that would delete more than this share of a
+    /// remote's files (and at least 100 of them); 100 turns the guard off.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "PERCENT")]
+    pub mass_delete_percent: u32,
+
+    /// Days a deleted or overwritten file stays in the remote's trash
+    /// (<remote dir>/.msync/trash/<date>).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub trash_days: u32,
+
     /// Set by `msync start` when it runs the service in the background.
     #[arg(long, hide = true)]
     pub daemon_child: bool,

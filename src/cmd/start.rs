@@ -19,7 +19,7 @@ use crate::cli::{GlobalArgs, StartArgs};
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
 use crate::service::{self, Reply, Request, ServiceOptions, logging};
-use crate::sync::EngineConfig;
+use crate::sync::{EngineConfig, MassDeleteLimit};
 use crate::union::{self, Availability};
 
 /// How long the background service may take to come up.
@@ -58,10 +58,16 @@ fn run_service(
         .with_context(|| format!("opening the log {}", install.log_file().display()))?;
     let options = ServiceOptions {
         mount_point: args.mount_point.clone(),
+        force: args.force,
         union: args.union,
         debounce: args.debounce,
         engine: EngineConfig {
             reconcile_every: args.reconcile_every,
+            mass_delete: MassDeleteLimit {
+                percent: args.mass_delete_percent,
+                ..MassDeleteLimit::default()
+            },
+            trash_days: args.trash_days,
             ..EngineConfig::default()
         },
     };
@@ -117,6 +123,14 @@ fn start_in_background(
     if let Some(rate) = &args.bwlimit {
         command.arg("--bwlimit").arg(rate);
     }
+    if args.force {
+        command.arg("--force");
+    }
+    command
+        .arg("--mass-delete-percent")
+        .arg(args.mass_delete_percent.to_string())
+        .arg("--trash-days")
+        .arg(args.trash_days.to_string());
     command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const MANIFEST_FILE: &str = "msync.json";
+/// The file msync puts in every branch directory at install. A branch
+/// without it (its disk not mounted, the directory replaced) is never
+/// synced: an empty directory must not pass for an emptied branch.
+pub const MARKER_FILE: &str = ".msync-branch";
 /// The manifest format this msync writes and reads.
 const FORMAT: u32 = 1;
 
@@ -180,10 +184,13 @@ impl InstallDir {
     }
 
     /// Adds a branch for remote `name` unless it has one; returns whether it
-    /// was added. Creates the branch directory either way.
+    /// was added. A new branch directory gets its marker; an existing
+    /// branch whose directory vanished is recreated *without* one, so the
+    /// service refuses to sync it until someone looks (see [`MARKER_FILE`]).
     pub fn add_branch(&mut self, name: &str) -> Result<bool, InstallError> {
         let dir = self.branch_dir(name);
         private_dir(&self.root.join("branches"))?;
+        let existed = dir.exists();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -192,6 +199,9 @@ impl InstallDir {
         if self.manifest.branches.iter().any(|b| b.name == name) {
             return Ok(false);
         }
+        if !existed {
+            self.write_marker(name, &dir)?;
+        }
         let remote = format!("{name}:{}", self.manifest.remote_path);
         self.manifest.branches.push(Branch {
             name: name.to_owned(),
@@ -199,6 +209,20 @@ impl InstallDir {
             remote,
         });
         Ok(true)
+    }
+
+    fn write_marker(&self, name: &str, dir: &Path) -> Result<(), InstallError> {
+        let path = dir.join(MARKER_FILE);
+        fs::write(&path, self.marker_text(name)).map_err(io_error(&path))
+    }
+
+    /// What the marker of branch `name` holds: it ties the directory to this
+    /// install, so a replaced directory does not pass for the branch.
+    pub fn marker_text(&self, name: &str) -> String {
+        format!(
+            "msync branch {name} of install {}\n",
+            self.manifest.install_id
+        )
     }
 
     /// Creates the private directories the service uses.
@@ -280,6 +304,10 @@ mod tests {
         assert_eq!(reopened.manifest, install.manifest);
         assert_eq!(reopened.manifest.branches[0].remote, "alpha:msync");
         assert!(dir.join("branches/alpha").is_dir());
+        assert_eq!(
+            fs::read_to_string(dir.join("branches/alpha").join(MARKER_FILE)).unwrap(),
+            reopened.marker_text("alpha")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 mod control;
 pub mod logging;
 mod pidfile;
+mod stale_mount;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,9 +32,10 @@ pub use control::{ClientError, Reply, Request, ServiceStatus, request};
 pub use pidfile::{LockError, PidLock, running_pid};
 
 use crate::error::{ExitCode, coded};
-use crate::install::InstallDir;
+use crate::install::{InstallDir, MARKER_FILE};
 use crate::rclone::{Rclone, signals};
-use crate::sync::{BranchSpec, Engine, EngineConfig, is_local_only};
+use crate::sync::lease::{self, Lease, LeaseError, Leases, Taken};
+use crate::sync::{BranchSpec, Engine, EngineConfig, guard, is_local_only};
 use crate::union::{self, Availability, Driver, UnionError};
 use crate::watch::{BranchRoot, WatchConfig, WatchMessage, Watcher};
 
@@ -46,6 +48,9 @@ const TICK: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
     pub mount_point: PathBuf,
+    /// Start even if the install was never imported, and take leases held
+    /// by other installations.
+    pub force: bool,
     pub union: Option<Driver>,
     pub debounce: Duration,
     pub engine: EngineConfig,
@@ -87,8 +92,24 @@ pub fn run(
         }
     };
     let rclone = load()?;
+    if !install.manifest.imported && !options.force {
+        refuse_unimported(rclone, &install)?;
+    }
+    let leases = Leases::new(rclone, &install.state_dir());
+    let lease = Lease::ours(&install.manifest.install_id, install.root());
+    take_leases(&leases, &install, &lease, options.force)?;
+    let held = LeaseGuard {
+        leases,
+        remotes: install
+            .manifest
+            .branches
+            .iter()
+            .map(|b| b.remote.clone())
+            .collect(),
+        lease: lease.clone(),
+    };
     let driver = union::select(options.union, &Availability::probe())?;
-    let created_mount_point = prepare_mount_point(&options.mount_point)?;
+    let created_mount_point = prepare_mount_point(&options.mount_point, &install)?;
     let mount_point = options.mount_point.canonicalize()?;
     let branch_dirs: Vec<PathBuf> = install
         .manifest
@@ -142,6 +163,8 @@ pub fn run(
             local: b.dir.clone(),
             remote: b.remote.clone(),
             work_dir: install.state_dir(),
+            marker: b.dir.join(MARKER_FILE),
+            marker_text: install.marker_text(&b.name),
         })
         .collect();
     let engine =
@@ -159,6 +182,7 @@ pub fn run(
     )?;
     info!("msync service running (pid {})", std::process::id());
 
+    let renewer = renew_leases(&install, rclone, &lease, &engine)?;
     let mut running = Running {
         install,
         mount_point,
@@ -167,7 +191,121 @@ pub fn run(
         watch_rx,
         watch_count,
     };
-    running.main_loop(&signals, &stop_rx)
+    let result = running.main_loop(&signals, &stop_rx);
+    drop(renewer);
+    drop(held);
+    result
+}
+
+/// Refuses to start an install that was never imported while a remote
+/// holds files its branch lacks: the first reconcile would delete them.
+fn refuse_unimported(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
+    for branch in &install.manifest.branches {
+        let plan = guard::plan(rclone, &branch.dir, &branch.remote)
+            .with_context(|| format!("listing {}", branch.remote))?;
+        if plan.deletions > 0 {
+            return Err(coded(
+                ExitCode::Refused,
+                format!(
+                    "{} holds {} file(s) that branch {} lacks, and this install was never imported: run `msync import {}` first (or start with --force to make the clouds match the branches, deleting those files into the remote's trash)",
+                    branch.remote,
+                    plan.deletions,
+                    branch.name,
+                    install.root().display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Takes the lease on every remote directory, or none.
+fn take_leases(
+    leases: &Leases,
+    install: &InstallDir,
+    lease: &Lease,
+    force: bool,
+) -> anyhow::Result<()> {
+    for (index, branch) in install.manifest.branches.iter().enumerate() {
+        match leases.take(&branch.remote, lease, force) {
+            Ok(Taken::TookOver(holder)) => {
+                info!("{}: took over a stale lease of {holder}", branch.remote)
+            }
+            Ok(Taken::Forced(holder)) => {
+                warn!("{}: took the lease of {holder} by force", branch.remote)
+            }
+            Ok(Taken::Free | Taken::Renewed) => {}
+            Err(err) => {
+                for taken in &install.manifest.branches[..index] {
+                    let _ = leases.release(&taken.remote, lease);
+                }
+                let code = if matches!(err, LeaseError::Held { .. }) {
+                    ExitCode::Refused
+                } else {
+                    ExitCode::RcloneFailed
+                };
+                return Err(coded(code, err.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives every lease back when the service ends, however it ends.
+struct LeaseGuard {
+    leases: Leases,
+    remotes: Vec<String>,
+    lease: Lease,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        for remote in &self.remotes {
+            if let Err(err) = self.leases.release(remote, &self.lease) {
+                warn!("{remote}: could not release the lease: {err}");
+            }
+        }
+    }
+}
+
+/// Renews the leases every minute on the thread `msync-lease`; a lease
+/// another installation took stops that branch. Dropping the returned
+/// sender ends the thread.
+fn renew_leases(
+    install: &InstallDir,
+    rclone: Rclone,
+    lease: &Lease,
+    engine: &Arc<Engine>,
+) -> anyhow::Result<Sender<()>> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let remotes: Vec<String> = install
+        .manifest
+        .branches
+        .iter()
+        .map(|b| b.remote.clone())
+        .collect();
+    let (leases, lease, engine) = (
+        Leases::new(rclone, &install.state_dir()),
+        lease.clone(),
+        Arc::clone(engine),
+    );
+    std::thread::Builder::new()
+        .name("msync-lease".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease::RENEW_EVERY) {
+                for (index, remote) in remotes.iter().enumerate() {
+                    match leases.renew(remote, &lease) {
+                        Ok(()) => engine.hold(index, None),
+                        Err(err @ LeaseError::Held { .. }) => {
+                            error!("{err}");
+                            engine.hold(index, Some(format!("lost the lease: {err}")));
+                        }
+                        Err(err) => warn!("{remote}: could not renew the lease: {err}"),
+                    }
+                }
+            }
+        })?;
+    Ok(stop)
 }
 
 fn serve_control(
@@ -195,8 +333,17 @@ fn serve_control(
 }
 
 /// Creates the mount point if missing; refuses one that is not an empty,
-/// unmounted directory. Returns whether it was created.
-fn prepare_mount_point(path: &Path) -> anyhow::Result<bool> {
+/// unmounted directory. Returns whether it was created. A union a dead
+/// service of this install left mounted there is unmounted first (the
+/// caller holds the pid lock; see [`stale_mount`]).
+fn prepare_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool> {
+    let branches: Vec<PathBuf> = install
+        .manifest
+        .branches
+        .iter()
+        .map(|b| b.dir.clone())
+        .collect();
+    stale_mount::clear(path, &branches)?;
     match std::fs::symlink_metadata(path) {
         Err(_) => {
             std::fs::create_dir_all(path)
@@ -352,8 +499,9 @@ impl Running {
                 self.mount_point.display()
             );
         }
+        // The pid file stays: its lock, released when the process exits,
+        // is what `stop` waits for.
         let _ = std::fs::remove_file(self.install.socket_path());
-        let _ = std::fs::remove_file(self.install.pid_file());
         info!("msync service stopped");
         Ok(())
     }

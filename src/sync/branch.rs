@@ -10,16 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{info, warn};
+use log::{error, info, warn};
 use serde_json::{Value, json};
 
 use super::queue::{Op, OpQueue};
 use super::status::{BranchState, BranchStatus, InFlight, Space};
-use super::{EngineConfig, sync_filter};
+use super::{EngineConfig, guard, sync_filter, trash};
 use crate::rclone::{Call, Job, Location, Rclone, RcloneError};
 
 /// How often a running job is polled.
 const POLL: Duration = Duration::from_millis(50);
+/// How often a held branch (no marker) is looked at again.
+const HELD_RECHECK: Duration = Duration::from_secs(5);
 /// How often the remote's space is asked for at most.
 const SPACE_REFRESH: Duration = Duration::from_secs(600);
 
@@ -34,6 +36,9 @@ pub struct BranchSpec {
     pub remote: String,
     /// A private directory for msync's working files (file lists).
     pub work_dir: PathBuf,
+    /// The branch's marker file and the text it must hold.
+    pub marker: PathBuf,
+    pub marker_text: String,
 }
 
 /// Why one operation did not complete.
@@ -46,6 +51,9 @@ enum Failure {
     Permanent(String),
     /// Cancelled by `stop`.
     Cancelled,
+    /// A guard refused the work (see [`super::guard`]); it waits for the
+    /// next reconcile.
+    Refused(String),
 }
 
 impl From<RcloneError> for Failure {
@@ -73,6 +81,10 @@ struct Shared {
     space_checked: Option<Instant>,
     files_sent: u64,
     bytes_sent: u64,
+    /// Why the branch is not synced at all, while it is not.
+    held: Option<String>,
+    /// A hold from outside the worker (a lost lease).
+    external_hold: Option<String>,
 }
 
 /// A branch's worker and the state it shares with the engine.
@@ -102,6 +114,8 @@ impl BranchWorker {
                 space_checked: None,
                 files_sent: 0,
                 bytes_sent: 0,
+                held: None,
+                external_hold: None,
             }),
             spec,
             config,
@@ -128,6 +142,11 @@ impl BranchWorker {
 
     pub fn request_reconcile(&self) {
         self.lock().reconcile_due = true;
+        self.wake.notify_all();
+    }
+
+    pub fn set_hold(&self, reason: Option<String>) {
+        self.lock().external_hold = reason;
         self.wake.notify_all();
     }
 
@@ -220,6 +239,14 @@ impl BranchWorker {
                     shared.last_error = Some(message);
                     shared.state = BranchState::Idle;
                 }
+                Err(Failure::Refused(message)) => {
+                    error!("{}: {message}", self.spec.name);
+                    let mut shared = self.lock();
+                    shared.last_error = Some(message);
+                    shared.state = BranchState::Error;
+                    // The changes the refused reconcile took still go out.
+                    shared.queue.restore(work.into_ops());
+                }
                 Err(Failure::Cancelled) => {
                     info!("{}: {} cancelled", self.spec.name, work.describe());
                     self.lock().queue.restore(work.into_ops());
@@ -276,6 +303,37 @@ impl BranchWorker {
                     return None;
                 }
             }
+            let hold = shared.external_hold.clone().or_else(|| {
+                (!guard::marker_present(&self.spec.marker, &self.spec.marker_text)).then(|| {
+                    format!(
+                        "{} has no msync marker ({}): its disk may not be mounted or the directory was replaced; msync does not sync it until the marker is back",
+                        self.spec.local.display(),
+                        self.spec.marker.display()
+                    )
+                })
+            });
+            if let Some(reason) = hold {
+                if shared.held.as_ref() != Some(&reason) {
+                    error!("{}: {reason}", self.spec.name);
+                    shared.last_error = Some(reason.clone());
+                    shared.held = Some(reason);
+                }
+                shared.state = BranchState::Error;
+                if shared.stop_deadline.is_some() {
+                    return None;
+                }
+                shared = self
+                    .wake
+                    .wait_timeout(shared, HELD_RECHECK)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            if shared.held.take().is_some() {
+                info!("{}: syncing again", self.spec.name);
+                shared.last_error = None;
+                shared.reconcile_due = true;
+            }
             if now >= shared.next_reconcile {
                 shared.reconcile_due = true;
             }
@@ -323,8 +381,46 @@ impl BranchWorker {
             self.spec.local.display(),
             self.spec.remote
         );
-        let call = Call::sync(&self.local_fs(), &self.spec.remote).filter(sync_filter());
-        self.run_job(&call)
+        let plan = guard::plan(self.rclone, &self.spec.local, &self.spec.remote)?;
+        let record = self
+            .spec
+            .work_dir
+            .join(format!("{}.remote-files", self.spec.name));
+        let before = std::fs::read_to_string(&record)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        if let Some(reason) = guard::refusal(&plan, self.config.mass_delete, before) {
+            return Err(Failure::Refused(reason));
+        }
+        let call = Call::sync(&self.local_fs(), &self.spec.remote)
+            .filter(sync_filter())
+            .config(self.trash_config());
+        self.run_job(&call)?;
+        if let Err(err) = std::fs::write(&record, format!("{}\n", plan.local_files)) {
+            warn!(
+                "{}: cannot record the remote's file count in {}: {err}",
+                self.spec.name,
+                record.display()
+            );
+        }
+        match trash::expire(
+            self.rclone,
+            &self.spec.remote,
+            self.config.trash_days,
+            SystemTime::now(),
+        ) {
+            Ok(days) if !days.is_empty() => {
+                info!("{}: emptied trash days {}", self.spec.name, days.join(", "))
+            }
+            Ok(_) => {}
+            Err(err) => warn!("{}: cannot expire the trash: {err}", self.spec.name),
+        }
+        Ok(())
+    }
+
+    /// Overwritten and deleted remote files go to today's trash.
+    fn trash_config(&self) -> Value {
+        trash::backup_config(&self.spec.remote, SystemTime::now())
     }
 
     fn execute(&self, ops: &[Op]) -> Result<(), Failure> {
@@ -334,15 +430,30 @@ impl BranchWorker {
         match &ops[0] {
             Op::Upload(path) => self.upload(path),
             Op::Delete(path) => {
-                let at = Location::new(&self.spec.remote, relative(path)?);
-                ignore_not_found(Call::deletefile(&at).run(self.rclone))
-            }
-            Op::DeleteDir(path) => {
-                let call = Call::new(
-                    "operations/purge",
-                    json!({"fs": self.spec.remote, "remote": relative(path)?}),
+                let name = relative(path)?;
+                let trashed = format!("{}/{name}", trash::today(SystemTime::now()));
+                let call = Call::movefile(
+                    &Location::new(&self.spec.remote, name),
+                    &Location::new(&self.spec.remote, trashed),
                 );
                 ignore_not_found(call.run(self.rclone))
+            }
+            Op::DeleteDir(path) => {
+                let name = relative(path)?;
+                let trashed = format!("{}/{name}", trash::today(SystemTime::now()));
+                let call = Call::move_dir(&self.remote_dir(name), &self.remote_dir(&trashed));
+                match self.run_job(&call) {
+                    Err(Failure::Transient(message)) if is_not_found(&message) => Ok(()),
+                    Err(failure) => Err(failure),
+                    Ok(()) => {
+                        // sync/move empties the directory but leaves it.
+                        let rmdir = Call::new(
+                            "operations/rmdir",
+                            json!({"fs": self.spec.remote, "remote": name}),
+                        );
+                        ignore_not_found(rmdir.run(self.rclone))
+                    }
+                }
             }
             Op::MakeDir(path) => {
                 if !self.spec.local.join(path).is_dir() {
@@ -367,14 +478,22 @@ impl BranchWorker {
             return Ok(());
         }
         if meta.is_dir() {
-            let call =
-                Call::copy(&local.to_string_lossy(), &self.remote_dir(name)).filter(sync_filter());
+            let call = Call::copy(&local.to_string_lossy(), &self.remote_dir(name))
+                .filter(sync_filter())
+                // Backups keep their path below the remote directory.
+                .config(json!({
+                    "BackupDir": format!("{}/{}/{name}", self.spec.remote, trash::today(SystemTime::now()))
+                }));
             return self.run_job(&call);
         }
+        // The filter keeps the trash (inside the destination) out of the
+        // destination's listing, which rclone requires of a backup-dir.
         let call = Call::copyfile(
             &Location::new(self.local_fs(), name),
             &Location::new(&self.spec.remote, name),
-        );
+        )
+        .filter(sync_filter())
+        .config(self.trash_config());
         self.run_job(&call)
     }
 
@@ -394,7 +513,9 @@ impl BranchWorker {
         // rclone refuses --files-from-raw together with other filters; the
         // list holds no local-only names (the watcher never reports them).
         let filter = json!({ "FilesFromRaw": [list_file] });
-        let call = Call::copy(&self.local_fs(), &self.spec.remote).filter(filter);
+        let call = Call::copy(&self.local_fs(), &self.spec.remote)
+            .filter(filter)
+            .config(self.trash_config());
         self.run_job(&call)
     }
 
@@ -410,7 +531,9 @@ impl BranchWorker {
             let call = Call::movefile(
                 &Location::new(&self.spec.remote, from_name),
                 &Location::new(&self.spec.remote, to_name),
-            );
+            )
+            .filter(sync_filter())
+            .config(self.trash_config());
             call.run(self.rclone).map(|_| ()).map_err(Failure::from)
         };
         match result {

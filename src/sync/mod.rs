@@ -10,8 +10,11 @@
 //! clouds are slow or away.
 
 mod branch;
+pub mod guard;
+pub mod lease;
 mod queue;
 mod status;
+pub mod trash;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use serde_json::{Value, json};
 
 pub use branch::BranchSpec;
 use branch::BranchWorker;
+pub use guard::MassDeleteLimit;
 pub use queue::{Op, OpQueue};
 pub use status::{BranchState, BranchStatus, InFlight, Space};
 
@@ -67,6 +71,10 @@ pub struct EngineConfig {
     pub burst: usize,
     /// The longest wait between retries.
     pub max_backoff: Duration,
+    /// When a reconcile is refused for deleting too much.
+    pub mass_delete: MassDeleteLimit,
+    /// Days a trashed file is kept on the remote.
+    pub trash_days: u32,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +83,8 @@ impl Default for EngineConfig {
             reconcile_every: Duration::from_secs(6 * 3600),
             burst: 8,
             max_backoff: Duration::from_secs(60),
+            mass_delete: MassDeleteLimit::default(),
+            trash_days: 30,
         }
     }
 }
@@ -128,6 +138,13 @@ impl Engine {
     pub fn reconcile_all(&self) {
         for worker in &self.workers {
             worker.request_reconcile();
+        }
+    }
+
+    /// Stops syncing a branch (`Some(reason)`) or lets it go on (`None`).
+    pub fn hold(&self, branch: usize, reason: Option<String>) {
+        if let Some(worker) = self.worker(branch) {
+            worker.set_hold(reason);
         }
     }
 

@@ -1,11 +1,8 @@
 //! Turning inotify events into [`RawEvent`]s: the state the watcher thread
 //! owns (fd, watch table, rename pairing, debouncer) and the policy for each
 //! kind of event. Runs only on the `msync-watch` thread (and in
-//! [`super::Watcher::start`] before the thread exists).
-//!
-//! Every directory under every root gets a watch. A new directory is
-//! watched first and scanned second, so a file made in it before the watch
-//! existed is found by the scan and one made after is seen by the watch.
+//! [`super::Watcher::start`] before the thread exists); the walks that keep
+//! the watches in step with the tree are in [`super::scan`].
 
 use std::collections::HashSet;
 use std::io;
@@ -17,8 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor, WatchMask};
-use nix::errno::Errno;
+use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor};
 
 use super::debounce::{Debouncer, RawEvent, RawKind};
 use super::pairing::{MovedFrom, Pairer};
@@ -37,35 +33,18 @@ const READS_PER_TICK: usize = 16;
 /// finished before the flush was asked for.
 const READS_PER_FLUSH: usize = 1024;
 
-fn watch_mask() -> WatchMask {
-    WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MODIFY
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-        // Never watch through a symlink, only real directories.
-        | WatchMask::DONT_FOLLOW
-        | WatchMask::ONLYDIR
-        // No events for a file after it was unlinked (a deleted temp file
-        // still being written would otherwise come back as a Write).
-        | WatchMask::EXCL_UNLINK
-}
-
 pub struct Worker {
-    inotify: Inotify,
+    pub(super) inotify: Inotify,
     roots: Vec<BranchRoot>,
-    ignore: IgnoreFn,
-    table: WatchTable<WatchDescriptor>,
-    pairer: Pairer,
-    debouncer: Debouncer,
+    pub(super) ignore: IgnoreFn,
+    pub(super) table: WatchTable<WatchDescriptor>,
+    pub(super) pairer: Pairer,
+    pub(super) debouncer: Debouncer,
     sink: Sender<WatchMessage>,
     /// False once the receiver is gone: the thread then ends.
     listening: bool,
     /// Branches that already got a `WatchLimit` message.
-    limit_reported: HashSet<usize>,
+    pub(super) limit_reported: HashSet<usize>,
     watches: Arc<AtomicUsize>,
     buffer: Vec<u8>,
 }
@@ -110,23 +89,6 @@ impl Worker {
 
     pub fn error(&mut self, text: String) {
         self.send(WatchMessage::Error(text));
-    }
-
-    /// The initial walk. A root that cannot be watched fails the start
-    /// (except for the watch limit, which is reported and tolerated).
-    pub fn watch_all(&mut self) -> Result<(), (PathBuf, io::Error)> {
-        let now = Instant::now();
-        for branch in self.branches() {
-            let root = self.abs(branch, Path::new(""));
-            match self.add_watch(branch, Path::new(""), &root) {
-                Ok(_) => self.add_tree(branch, PathBuf::new(), false, now, None),
-                Err(e) if e.raw_os_error() == Some(Errno::ENOSPC as i32) => {
-                    self.watch_failed(branch, Path::new(""), &root, &e)
-                }
-                Err(e) => return Err((root, e)),
-            }
-        }
-        Ok(())
     }
 
     /// Handles what the kernel has queued, a bounded number of reads.
@@ -325,161 +287,16 @@ impl Worker {
         }
     }
 
-    /// Watches `dir` and every directory below it. With `report`, what is
-    /// found below is reported as new (DirCreate, Write). `seen` collects
-    /// the descriptors in use, for the sweep after an overflow.
-    fn add_tree(
-        &mut self,
-        branch: usize,
-        dir: PathBuf,
-        report: bool,
-        now: Instant,
-        mut seen: Option<&mut HashSet<WatchDescriptor>>,
-    ) {
-        let mut stack = vec![dir];
-        while let Some(dir) = stack.pop() {
-            let abs = self.abs(branch, &dir);
-            match self.add_watch(branch, &dir, &abs) {
-                Ok(wd) => {
-                    if let Some(seen) = seen.as_deref_mut() {
-                        seen.insert(wd);
-                    }
-                }
-                Err(e) => {
-                    self.watch_failed(branch, &dir, &abs, &e);
-                    // Over the watch limit, a new directory's contents are
-                    // still reported once, so they reach the cloud.
-                    let limit = e.raw_os_error() == Some(Errno::ENOSPC as i32);
-                    if !(limit && report) {
-                        continue;
-                    }
-                }
-            }
-            let entries = match std::fs::read_dir(&abs) {
-                Ok(entries) => entries,
-                // Removed meanwhile: its IN_DELETE follows.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.error(format!(
-                        "cannot list {}: {e}; changes there are not seen until the next reconcile",
-                        abs.display()
-                    ));
-                    continue;
-                }
-            };
-            for entry in entries.flatten() {
-                let child = dir.join(entry.file_name());
-                if (self.ignore)(&child) {
-                    continue;
-                }
-                let Ok(file_type) = entry.file_type() else {
-                    continue;
-                };
-                if file_type.is_dir() {
-                    if report {
-                        self.raw(branch, child.clone(), RawKind::DirCreated, now);
-                    }
-                    stack.push(child);
-                } else if report {
-                    self.raw(branch, child, RawKind::Found, now);
-                }
-            }
-        }
-    }
-
-    fn add_watch(&mut self, branch: usize, dir: &Path, abs: &Path) -> io::Result<WatchDescriptor> {
-        let wd = self.inotify.watches().add(abs, watch_mask())?;
-        if let Some(displaced) = self.table.insert(wd.clone(), branch, dir.to_path_buf()) {
-            // A stale watch we still had at this path: nothing can tell us
-            // where its directory went, so stop following it.
-            let _ = self.inotify.watches().remove(displaced);
-        }
-        self.update_count();
-        Ok(wd)
-    }
-
-    fn watch_failed(&mut self, branch: usize, dir: &Path, abs: &Path, error: &io::Error) {
-        match Errno::from_raw(error.raw_os_error().unwrap_or(0)) {
-            Errno::ENOSPC => {
-                if self.limit_reported.insert(branch) {
-                    self.send(WatchMessage::WatchLimit {
-                        branch,
-                        path: abs.to_path_buf(),
-                    });
-                }
-            }
-            Errno::ENOENT | Errno::ENOTDIR if dir.as_os_str().is_empty() => self.root_gone(branch),
-            // Removed or replaced meanwhile: its own event follows.
-            Errno::ENOENT | Errno::ENOTDIR => {}
-            _ => self.error(format!(
-                "cannot watch {}: {error}; changes there are not seen until the next reconcile",
-                abs.display()
-            )),
-        }
-    }
-
-    /// The kernel dropped events: re-walk every root (adding what is
-    /// missing, dropping watches no walk reached) and ask for a reconcile.
-    fn overflow(&mut self, now: Instant) {
-        self.debouncer.clear();
-        self.pairer.take_all();
-        let mut seen = HashSet::new();
-        for branch in self.branches() {
-            self.add_tree(branch, PathBuf::new(), false, now, Some(&mut seen));
-        }
-        for wd in self.table.wds() {
-            if !seen.contains(&wd) {
-                self.table.remove_wd(&wd);
-                let _ = self.inotify.watches().remove(wd);
-            }
-        }
-        self.update_count();
-        self.send(WatchMessage::Overflow);
-    }
-
-    /// IN_IGNORED: the kernel dropped a watch (directory deleted, unmounted).
-    fn watch_gone(&mut self, wd: &WatchDescriptor, branch: usize, dir: &Path) {
-        self.table.remove_wd(wd);
-        self.update_count();
-        if dir.as_os_str().is_empty() {
-            self.root_gone(branch);
-        }
-    }
-
-    fn root_gone(&mut self, branch: usize) {
-        let root = self.abs(branch, Path::new(""));
-        self.error(format!(
-            "branch {branch} root {} is gone (deleted or unmounted) and is no longer watched: \
-             restore it and restart msync",
-            root.display()
-        ));
-    }
-
-    fn root_moved(&mut self, branch: usize) {
-        // Its watches follow the directory to wherever it went: drop them,
-        // or they would report paths that are no longer in the branch.
-        for wd in self.table.remove_subtree(branch, Path::new("")) {
-            let _ = self.inotify.watches().remove(wd);
-        }
-        self.update_count();
-        let root = self.abs(branch, Path::new(""));
-        self.error(format!(
-            "branch {branch} root {} was moved away and is no longer watched: \
-             move it back and restart msync",
-            root.display()
-        ));
-    }
-
-    fn raw(&mut self, branch: usize, path: PathBuf, kind: RawKind, now: Instant) {
+    pub(super) fn raw(&mut self, branch: usize, path: PathBuf, kind: RawKind, now: Instant) {
         self.debouncer
             .add_event(RawEvent { branch, path, kind }, now);
     }
 
-    fn branches(&self) -> Vec<usize> {
+    pub(super) fn branches(&self) -> Vec<usize> {
         self.roots.iter().map(|r| r.index).collect()
     }
 
-    fn abs(&self, branch: usize, path: &Path) -> PathBuf {
+    pub(super) fn abs(&self, branch: usize, path: &Path) -> PathBuf {
         let root = self
             .roots
             .iter()
@@ -492,11 +309,11 @@ impl Worker {
         }
     }
 
-    fn update_count(&self) {
+    pub(super) fn update_count(&self) {
         self.watches.store(self.table.len(), Ordering::Relaxed);
     }
 
-    fn send(&mut self, message: WatchMessage) {
+    pub(super) fn send(&mut self, message: WatchMessage) {
         if self.sink.send(message).is_err() {
             self.listening = false;
         }

@@ -2,13 +2,15 @@
 //! kernel reports into an ordered list of changes the sync engine applies.
 //!
 //! This module owns one inotify instance and one named thread
-//! (`msync-watch`) for all branches: the thread holds the fd, the map from
-//! watch descriptors to directories ([`table`]), the pairing of rename
-//! halves by cookie ([`pairing`]) and the debouncer ([`debounce`]). The
-//! caller talks to it through [`Watcher`] (control messages with reply
-//! channels) and hears from it through a [`WatchMessage`] channel. It never
-//! reads file contents, never talks to rclone and never decides what a
-//! change means for a remote: that is the engine's job.
+//! (`msync-watch`, `inotify.rs`) for all branches: the thread holds the fd,
+//! the map from watch descriptors to directories (`table.rs`), the pairing
+//! of rename halves by cookie (`pairing.rs`), the event policy (`events.rs`),
+//! the directory walks (`scan.rs`) and the debouncer (`debounce.rs`). The
+//! table, the pairing and the debouncer are plain data that tests drive
+//! without the kernel. The caller talks to the thread through [`Watcher`]
+//! (control messages with reply channels) and hears from it through a
+//! [`WatchMessage`] channel. It never reads file contents, never talks to rclone and never
+//! decides what a change means for a remote: that is the engine's job.
 //!
 //! Ordering contract: the changes of one [`WatchMessage::Changes`], and the
 //! messages one after another, are in the order the engine must apply them
@@ -22,6 +24,7 @@ mod debounce;
 mod events;
 mod inotify;
 mod pairing;
+mod scan;
 mod table;
 
 use std::fmt;

@@ -2,6 +2,7 @@
 //! files, checked with Debian's rclone CLI.
 
 mod cli;
+mod interlocks;
 mod loader;
 mod pool;
 mod rc_api;

@@ -1,0 +1,171 @@
+//! The checks that stand between a reconcile and a wiped remote.
+//!
+//! A one-way `sync/sync` makes the remote look like the branch. If the
+//! branch is not what it seems (its disk not mounted, the directory
+//! replaced, emptied by mistake) the remote would follow it into the void.
+//! So before a reconcile the worker checks that the branch carries its
+//! marker, plans the deletions from both listings, and refuses a plan that
+//! deletes too much, or one against a remote that suddenly lists as empty.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::is_local_only;
+use crate::rclone::{ListOptions, Location, Rclone, RcloneError};
+
+/// What a reconcile would do to the remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Files in the branch: what the remote holds after the reconcile.
+    pub local_files: usize,
+    /// Files on the remote (msync's own `.msync/` aside).
+    pub remote_files: usize,
+    /// Remote files the branch does not have: the sync would delete them.
+    pub deletions: usize,
+}
+
+/// When a plan is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct MassDeleteLimit {
+    /// Refuse when more than this share of the remote's files would go…
+    pub percent: u32,
+    /// …and at least this many.
+    pub min_files: usize,
+}
+
+impl Default for MassDeleteLimit {
+    fn default() -> MassDeleteLimit {
+        MassDeleteLimit {
+            percent: 50,
+            min_files: 100,
+        }
+    }
+}
+
+/// Whether the branch carries its marker with the expected text.
+pub fn marker_present(marker: &Path, expected: &str) -> bool {
+    std::fs::read_to_string(marker).is_ok_and(|text| text == expected)
+}
+
+/// Compares the branch's files with the remote's.
+pub fn plan(rclone: Rclone, local: &Path, remote: &str) -> Result<Plan, RcloneError> {
+    let local_files = local_files(local);
+    let listed = match rclone.list(
+        &Location::new(remote, ""),
+        &ListOptions {
+            recurse: true,
+            files_only: true,
+            ..ListOptions::default()
+        },
+    ) {
+        Ok(listed) => listed,
+        Err(err) if err.is_not_found() => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    let remote_files: Vec<&str> = listed
+        .iter()
+        .map(|e| e.path.as_str())
+        .filter(|p| !p.starts_with(".msync/") && !is_local_only(Path::new(p)))
+        .collect();
+    let deletions = remote_files
+        .iter()
+        .filter(|p| !local_files.contains(Path::new(p)))
+        .count();
+    Ok(Plan {
+        local_files: local_files.len(),
+        remote_files: remote_files.len(),
+        deletions,
+    })
+}
+
+/// Why a plan must not run, if it must not.
+pub fn refusal(
+    plan: &Plan,
+    limit: MassDeleteLimit,
+    remote_files_before: Option<usize>,
+) -> Option<String> {
+    if plan.remote_files == 0 && remote_files_before.is_some_and(|n| n > 0) {
+        return Some(format!(
+            "the remote lists as empty, but held {} files at the last reconcile; check the remote (its path, its credentials) before msync writes to it again",
+            remote_files_before.unwrap_or(0)
+        ));
+    }
+    let too_many = plan.deletions >= limit.min_files
+        && (plan.deletions as u128) * 100 > (plan.remote_files as u128) * u128::from(limit.percent);
+    too_many.then(|| {
+        format!(
+            "a reconcile would delete {} of the remote's {} files; not run. If the branch really lost them, restart with `--mass-delete-percent 100`",
+            plan.deletions, plan.remote_files
+        )
+    })
+}
+
+/// Every regular file under `root`, relative, without following links.
+fn local_files(root: &Path) -> HashSet<PathBuf> {
+    let mut found = HashSet::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&relative)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = relative.join(entry.file_name());
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(path),
+                Ok(kind) if kind.is_file() => {
+                    found.insert(path);
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(remote_files: usize, deletions: usize) -> Plan {
+        Plan {
+            local_files: remote_files - deletions,
+            remote_files,
+            deletions,
+        }
+    }
+
+    #[test]
+    fn mass_deletes_are_refused() {
+        let limit = MassDeleteLimit::default();
+        assert!(refusal(&plan(1000, 501), limit, None).is_some());
+        assert!(refusal(&plan(1000, 500), limit, None).is_none());
+        // Fewer than the minimum is never a mass delete.
+        assert!(refusal(&plan(150, 99), limit, None).is_none());
+        assert!(refusal(&plan(150, 100), limit, None).is_some());
+        let off = MassDeleteLimit {
+            percent: 100,
+            min_files: 100,
+        };
+        assert!(refusal(&plan(1000, 1000), off, None).is_none());
+    }
+
+    #[test]
+    fn a_remote_that_lists_empty_after_holding_data_is_refused() {
+        let limit = MassDeleteLimit::default();
+        assert!(refusal(&plan(0, 0), limit, Some(12)).is_some());
+        assert!(refusal(&plan(0, 0), limit, Some(0)).is_none());
+        assert!(refusal(&plan(0, 0), limit, None).is_none());
+    }
+
+    #[test]
+    fn local_files_skip_links_and_list_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/f"), "x").unwrap();
+        std::fs::write(dir.path().join("top"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        let files = local_files(dir.path());
+        let expected: HashSet<PathBuf> = [PathBuf::from("a/b/f"), PathBuf::from("top")].into();
+        assert_eq!(files, expected);
+    }
+}
