@@ -24,7 +24,6 @@
 //!   device nodes.
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -60,12 +59,7 @@ pub(crate) fn flags() -> MsFlags {
 pub(crate) fn options(branches: &[PathBuf]) -> Result<OsString, String> {
     let mut data = OsString::from("br:");
     for (i, branch) in branches.iter().enumerate() {
-        if let Some(&byte) = branch
-            .as_os_str()
-            .as_bytes()
-            .iter()
-            .find(|b| FORBIDDEN.contains(b))
-        {
+        if let Some(byte) = super::forbidden_byte(branch, FORBIDDEN) {
             return Err(format!(
                 "branch {} contains '{}', which aufs's branch list cannot express; \
                  rename the directory or bind-mount it at a path without ':', ',' or '='",

@@ -65,12 +65,7 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn branch_list(branches: &[PathBuf]) -> Result<OsString, String> {
     let mut list = OsString::new();
     for (i, branch) in branches.iter().enumerate() {
-        if let Some(&byte) = branch
-            .as_os_str()
-            .as_bytes()
-            .iter()
-            .find(|b| FORBIDDEN.contains(b))
-        {
+        if let Some(byte) = super::forbidden_byte(branch, FORBIDDEN) {
             return Err(format!(
                 "branch {} contains '{}', which mergerfs's branch list cannot express; \
                  rename the directory or bind-mount it at a path without any of : , = * ? [ \\",

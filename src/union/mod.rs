@@ -83,6 +83,17 @@ fn kernel_lists(filesystems: &str, name: &str) -> bool {
         .any(|line| line.split_whitespace().last() == Some(name))
 }
 
+/// The first byte of `path` that is in `forbidden`: a driver's branch list
+/// cannot carry it.
+fn forbidden_byte(path: &Path, forbidden: &[u8]) -> Option<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .copied()
+        .find(|b| forbidden.contains(b))
+}
+
 /// The first executable `program` in `$PATH`.
 pub fn find_on_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

@@ -154,18 +154,7 @@ fn a_reconcile_that_would_delete_most_files_does_not_run() {
         std::fs::remove_file(pool.branch_dir("cloud1").join(format!("f{i}.txt"))).unwrap();
     }
     pool.start();
-    let deadline = std::time::Instant::now() + SETTLE;
-    let branch = loop {
-        let branch = pool.status().branches.remove(0);
-        if branch.state == BranchState::Error {
-            break branch;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refusal: {branch:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let branch = pool.wait_for_branch(0, |b| b.state == BranchState::Error, SETTLE);
     let error = branch.last_error.unwrap();
     assert!(
         error.contains("would delete 120 of the remote's 150 files"),
@@ -248,19 +237,8 @@ fn a_remote_that_lists_as_empty_is_not_written() {
     // The remote directory vanished (wrong account, another path…).
     std::fs::remove_dir_all(cloud_dir(&pool, "cloud1")).unwrap();
     pool.start();
-    let deadline = std::time::Instant::now() + SETTLE;
-    loop {
-        let branch = pool.status().branches.remove(0);
-        if branch.state == BranchState::Error {
-            assert!(branch.last_error.unwrap().contains("lists as empty"));
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refusal: {branch:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let branch = pool.wait_for_branch(0, |b| b.state == BranchState::Error, SETTLE);
+    assert!(branch.last_error.unwrap().contains("lists as empty"));
     assert!(
         pool.remote_files("cloud1:msync").is_empty(),
         "msync wrote to the empty remote"

@@ -153,6 +153,27 @@ impl Pool {
         }
     }
 
+    /// Polls `status` until branch `index` satisfies `wanted`.
+    pub fn wait_for_branch(
+        &self,
+        index: usize,
+        wanted: impl Fn(&msync::sync::BranchStatus) -> bool,
+        timeout: Duration,
+    ) -> msync::sync::BranchStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let branch = self.status().branches.remove(index);
+            if wanted(&branch) {
+                return branch;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "branch never got there: {branch:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Asserts with the rclone CLI that every branch equals its remote.
     pub fn assert_in_sync(&self) {
         for (name, remote) in &self.branches {
