@@ -104,7 +104,7 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
             let outcome = if status.success {
                 move_into_branch(rclone, &task.staging, &task.branch.dir).map(|()| progress.clone())
             } else {
-                Err(status.error)
+                Err(explain(&status.error, install.root()))
             };
             let word = if outcome.is_ok() { "done" } else { "failed" };
             view.finish(index, &progress, word);
@@ -181,6 +181,19 @@ fn move_into_branch(rclone: Rclone, staging: &Path, branch_dir: &Path) -> Result
             "moving {staging} into {branch_dir}: {}",
             status.error
         ))
+    }
+}
+
+/// rclone's error, with what to do when the cause is a full local disk.
+fn explain(error: &str, install_dir: &Path) -> String {
+    let lowered = error.to_lowercase();
+    if lowered.contains("no space left") || lowered.contains("disk space") {
+        format!(
+            "{error}: the disk holding {} (its branches and state/import) is full; free space there",
+            install_dir.display()
+        )
+    } else {
+        error.to_owned()
     }
 }
 

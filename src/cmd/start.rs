@@ -168,11 +168,17 @@ fn start_in_background(
             return Ok(ExitCode::Ok);
         }
         if Instant::now() >= deadline {
+            // A service that comes up after start gave up would surprise
+            // whoever runs start again; SIGTERM takes its clean stop path.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
             return Err(coded(
                 ExitCode::Failed,
                 format!(
-                    "the service (pid {}) did not come up within {}s; see {}",
-                    child.id(),
+                    "the service did not come up within {}s and was stopped; see {}",
                     READY_TIMEOUT.as_secs(),
                     log_path.display()
                 ),

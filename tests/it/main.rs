@@ -2,6 +2,7 @@
 //! files, checked with Debian's rclone CLI.
 
 mod cli;
+mod faults;
 mod interlocks;
 mod loader;
 mod pool;

@@ -300,6 +300,11 @@ StrictModes no
 PrintMotd no
 X11Forwarding no
 LogLevel VERBOSE
+# Sessions run commands (the subsystem, rclone's md5sum) through root's
+# bash, which would source ~/.bashrc for an ssh session; whatever that does
+# (pyenv, prompts) is none of the tests' business. With SHLVL=1 bash counts
+# itself nested and skips it.
+SetEnv SHLVL=1
 # rclone opens a connection per checker and transfer at once.
 MaxStartups 64
 MaxSessions 64

@@ -195,3 +195,41 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A /proc/sys value set for a while; the old value is written back on
+/// drop, also when the test panics.
+///
+/// Only tests whose names contain `inotify_limit` lower inotify limits:
+/// `make test` runs them on their own, one at a time, after every other
+/// test, because a limit lowered for one test is lowered for every inotify
+/// user on the machine.
+pub struct Sysctl {
+    path: &'static str,
+    saved: String,
+}
+
+impl Sysctl {
+    pub fn set(path: &'static str, value: u64) -> Sysctl {
+        let saved = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {path}: {e} (these tests run as root)"));
+        std::fs::write(path, value.to_string())
+            .unwrap_or_else(|e| panic!("writing {value} to {path}: {e}"));
+        Sysctl { path, saved }
+    }
+
+    /// Writes the old value back now; dropping the guard does the same.
+    pub fn restore(self) {}
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.path, self.saved.trim()) {
+            // Not a panic: this may run while unwinding.
+            eprintln!(
+                "COULD NOT RESTORE {} to {}: {e}; restore it by hand",
+                self.path,
+                self.saved.trim()
+            );
+        }
+    }
+}

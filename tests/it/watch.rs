@@ -4,16 +4,16 @@
 //! odd names byte for byte, moves across the tree's edge, overflow and the
 //! watch limit (which lower /proc/sys values and restore them in a guard).
 
-use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::util::Sysctl;
 use msync::watch::{BranchRoot, Change, ChangeKind, WatchConfig, WatchMessage, Watcher};
 
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -57,13 +57,7 @@ impl Rig {
             debounce: DEBOUNCE,
             ..config
         };
-        let watcher = {
-            // Not while another test has an inotify limit lowered (unless
-            // this one did, to start this very watcher under it).
-            let _shared =
-                (!LOWERING.get()).then(|| INOTIFY_LIMITS.read().unwrap_or_else(|e| e.into_inner()));
-            Watcher::start(roots, config, tx).expect("starting the watcher")
-        };
+        let watcher = Watcher::start(roots, config, tx).expect("starting the watcher");
         Rig {
             dir,
             watcher: Some(watcher),
@@ -470,57 +464,6 @@ fn a_vanished_branch_root_is_an_error_naming_it() {
     );
 }
 
-/// Shared by every watcher start in these tests, exclusive while a test has
-/// a system-wide inotify limit lowered: a watcher started meanwhile would
-/// get the tiny limit. (Watchers started by other test modules do not take
-/// it; the lowered window is kept to one start to make that unlikely.)
-static INOTIFY_LIMITS: RwLock<()> = RwLock::new(());
-
-thread_local! {
-    /// This test thread holds `INOTIFY_LIMITS` exclusively.
-    static LOWERING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Sets a /proc/sys value and puts the old one back when dropped, even when
-/// the test panics. Holds `INOTIFY_LIMITS` exclusively meanwhile.
-struct Sysctl {
-    path: &'static str,
-    old: String,
-    _exclusive: RwLockWriteGuard<'static, ()>,
-}
-
-impl Sysctl {
-    fn set(path: &'static str, value: u64) -> Sysctl {
-        let exclusive = INOTIFY_LIMITS.write().unwrap_or_else(|e| e.into_inner());
-        let old = fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        fs::write(path, value.to_string()).unwrap_or_else(|e| {
-            panic!(
-                "cannot write {path} ({e}): this test must run as root with a writable /proc/sys"
-            )
-        });
-        LOWERING.set(true);
-        Sysctl {
-            path,
-            old,
-            _exclusive: exclusive,
-        }
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        LOWERING.set(false);
-        if let Err(e) = fs::write(self.path, self.old.trim()) {
-            // Loud: a lowered limit breaks every other inotify user.
-            eprintln!(
-                "FAILED to restore {} to {}: {e}",
-                self.path,
-                self.old.trim()
-            );
-        }
-    }
-}
-
 /// A gate the watcher thread waits at (through the ignore callback, which
 /// runs on that thread) while the test piles events up behind it.
 #[derive(Clone, Default)]
@@ -560,7 +503,7 @@ fn watches_in_use() -> u64 {
 }
 
 #[test]
-fn overflow_reestablishes_watches_and_says_so() {
+fn inotify_limit_overflow_reestablishes_watches_and_says_so() {
     let gate = Gate::default();
     let config = WatchConfig {
         ignore: Arc::new({
@@ -605,7 +548,7 @@ fn overflow_reestablishes_watches_and_says_so() {
 }
 
 #[test]
-fn the_watch_limit_is_reported_and_the_rest_keeps_working() {
+fn inotify_limit_watches_reported_and_the_rest_keeps_working() {
     const DIRS: usize = 40;
     let prepare = |root: &Path| {
         for i in 0..DIRS {
