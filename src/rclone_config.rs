@@ -41,9 +41,79 @@ fn resolve_from(
     }
 }
 
+/// Checks that `path` is a readable rclone config file rclone can parse.
+///
+/// rclone's own loader ends the whole process (`log.Fatalf`) on a file it
+/// cannot parse, so msync looks first. The message never quotes the file's
+/// lines: they may hold secrets.
+pub fn validate(path: &Path) -> Result<(), String> {
+    let remedy = "fix it with `rclone config`, or name another file with --config";
+    let meta = std::fs::metadata(path)
+        .map_err(|err| format!("cannot read the rclone config file {} ({err}); create it with `rclone config`, or name another file with --config", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "the rclone config file {} is not a regular file; {remedy}",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        format!(
+            "cannot read the rclone config file {} ({err}); {remedy}",
+            path.display()
+        )
+    })?;
+    // An encrypted config is rclone's to read (with RCLONE_CONFIG_PASS).
+    if text.trim_start().starts_with("RCLONE_ENCRYPT_V0:") {
+        return Ok(());
+    }
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        let fine = line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with(';')
+            || (line.starts_with('[') && line.ends_with(']'))
+            || line.contains('=')
+            || line.contains(':');
+        if !fine {
+            return Err(format!(
+                "the rclone config file {} is not valid (line {}); {remedy}",
+                path.display(),
+                index + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files_are_validated_without_quoting_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.conf");
+        std::fs::write(
+            &good,
+            "# mine\n[a]\ntype = local\n\n[b]\ntype = alias\nremote = /x\n",
+        )
+        .unwrap();
+        assert_eq!(validate(&good), Ok(()));
+        let bad = dir.path().join("bad.conf");
+        std::fs::write(&bad, "[a]\ntype = local\nhunter2 secret token\n").unwrap();
+        let err = validate(&bad).unwrap_err();
+        assert!(err.contains("line 3") && !err.contains("hunter2"), "{err}");
+        assert!(
+            validate(dir.path())
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+        assert!(
+            validate(&dir.path().join("missing"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
+    }
 
     #[test]
     fn environment_wins() {

@@ -60,7 +60,17 @@ fn check_root(report: &mut Report) {
 }
 
 fn check_librclone(report: &mut Report, global: &GlobalArgs) -> Option<Rclone> {
-    match super::load_rclone(global) {
+    // A config rclone cannot parse would end the process inside the
+    // library: load with an empty one then, and let the config check say.
+    let config = rclone_config::resolve(global.config.as_deref());
+    let loaded = if rclone_config::validate(&config).is_ok()
+        || !config.exists() && global.config.is_none()
+    {
+        super::load_rclone(global)
+    } else {
+        super::load_rclone_with(global, std::path::PathBuf::from("/dev/null"))
+    };
+    match loaded {
         Ok(rclone) => {
             report.ok(
                 "librclone",
@@ -124,14 +134,8 @@ fn check_union(report: &mut Report) {
 
 fn check_rclone_config(report: &mut Report, global: &GlobalArgs, rclone: Option<Rclone>) {
     let path = rclone_config::resolve(global.config.as_deref());
-    if let Err(err) = std::fs::File::open(&path) {
-        report.fail(
-            "rclone config",
-            format!(
-                "cannot read {} ({err}); create it with `rclone config` or name one with --config",
-                path.display()
-            ),
-        );
+    if let Err(problem) = rclone_config::validate(&path) {
+        report.fail("rclone config", problem);
         return;
     }
     let Some(rclone) = rclone else {

@@ -36,7 +36,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// rclone's default).
 fn load_rclone(global: &GlobalArgs) -> anyhow::Result<Rclone> {
     let config_file = rclone_config::resolve(global.config.as_deref());
-    if global.config.is_some() {
+    // Without --config a missing default file is fine (rclone then has no
+    // remotes); one that exists must parse.
+    if global.config.is_some() || config_file.exists() {
         require_config_file(&config_file)?;
     }
     load_rclone_with(global, config_file)
@@ -62,16 +64,7 @@ fn load_rclone_with(global: &GlobalArgs, config_file: PathBuf) -> anyhow::Result
 }
 
 fn require_config_file(path: &Path) -> anyhow::Result<()> {
-    if std::fs::File::open(path).is_err() {
-        return Err(coded(
-            ExitCode::RequirementMissing,
-            format!(
-                "cannot read the rclone config file {}: give an existing file with --config, or create one with `rclone config`",
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
+    rclone_config::validate(path).map_err(|message| coded(ExitCode::RequirementMissing, message))
 }
 
 /// msync mounts filesystems and owns root's files: every command that

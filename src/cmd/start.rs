@@ -189,15 +189,34 @@ fn start_in_background(
 }
 
 /// The error the service printed before it exited: its `msync: …` lines
-/// in the part of the log it wrote.
+/// and the lines that continue them, in the part of the log it wrote; else
+/// the last lines it wrote.
 fn child_error(log: &Path, from: u64) -> Option<String> {
     let mut file = std::fs::File::open(log).ok()?;
     file.seek(SeekFrom::Start(from)).ok()?;
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
-    let lines: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("msync: "))
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("\n"))
+    let mut message = Vec::new();
+    let mut continuing = false;
+    for line in text.lines() {
+        if let Some(first) = line.strip_prefix("msync: ") {
+            message.push(first);
+            continuing = true;
+        } else if continuing && !starts_a_record(line) {
+            message.push(line);
+        } else {
+            continuing = false;
+        }
+    }
+    if message.is_empty() {
+        let lines: Vec<&str> = text.lines().collect();
+        message = lines[lines.len().saturating_sub(5)..].to_vec();
+    }
+    (!message.is_empty()).then(|| message.join("\n"))
+}
+
+/// Whether a log line begins a new record (msync's and rclone's start with
+/// their date).
+fn starts_a_record(line: &str) -> bool {
+    line.starts_with(|c: char| c.is_ascii_digit())
 }

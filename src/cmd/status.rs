@@ -12,6 +12,7 @@ use crate::service::{self, ClientError, Reply, Request, ServiceStatus};
 use crate::sync::{BranchState, BranchStatus};
 
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    super::require_root("status")?;
     let install = InstallDir::open(&args.install_dir)?;
     loop {
         let status = match service::request(

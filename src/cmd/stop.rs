@@ -9,8 +9,9 @@ use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
 use crate::service::{self, ClientError, Reply, Request};
 
-/// How long the service may take to exit after it answered.
-const EXIT_WAIT: Duration = Duration::from_secs(15);
+/// How long the service may take to exit after it answered (giving its
+/// leases back to a slow remote included).
+const EXIT_WAIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: &StopArgs) -> anyhow::Result<ExitCode> {
     require_root("stop")?;
@@ -38,7 +39,18 @@ pub fn run(args: &StopArgs) -> anyhow::Result<ExitCode> {
     match reply {
         Reply::Stopped => {
             let deadline = Instant::now() + EXIT_WAIT;
-            while service::running_pid(&install.pid_file()).is_some() && Instant::now() < deadline {
+            while let Some(pid) = service::running_pid(&install.pid_file()) {
+                if Instant::now() >= deadline {
+                    return Err(coded(
+                        ExitCode::Failed,
+                        format!(
+                            "{} is unmounted, but the service (pid {pid}) is still winding down after {}s; see {}",
+                            args.mount_point.display(),
+                            EXIT_WAIT.as_secs(),
+                            install.log_file().display()
+                        ),
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
             println!("msync stopped; {} unmounted", args.mount_point.display());

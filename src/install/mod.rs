@@ -38,18 +38,25 @@ pub enum InstallError {
     #[error("{} is not empty and is not an msync install dir; choose an empty or new directory", .dir.display())]
     NotEmpty { dir: PathBuf },
 
-    #[error("{}: {source}", .path.display())]
+    // The io::Error is in the message, not the error chain: `main` prints
+    // the chain, which would repeat it.
+    #[error("cannot read {} ({error}); msync must run as root (sudo msync …)", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error("{}: {error}", .path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
-    move |source| InstallError::Io {
+    move |error| InstallError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -90,13 +97,28 @@ pub struct InstallDir {
 impl InstallDir {
     /// Opens an existing install dir.
     pub fn open(dir: &Path) -> Result<InstallDir, InstallError> {
-        let root = dir.canonicalize().map_err(|_| InstallError::NotInstalled {
-            dir: dir.to_path_buf(),
-        })?;
+        let missing = |err: std::io::Error, path: &Path| match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+                InstallError::NotInstalled {
+                    dir: dir.to_path_buf(),
+                }
+            }
+            // Not "no install here": most often msync was not run as root.
+            _ => InstallError::Unreadable {
+                path: path.to_path_buf(),
+                error: err,
+            },
+        };
+        let root = dir.canonicalize().map_err(|err| missing(err, dir))?;
         let path = root.join(MANIFEST_FILE);
-        let meta = fs::symlink_metadata(&path).map_err(|_| InstallError::NotInstalled {
-            dir: dir.to_path_buf(),
-        })?;
+        let meta = fs::symlink_metadata(&path).map_err(|err| missing(err, &path))?;
+        if meta.file_type().is_symlink() {
+            return Err(InstallError::Corrupt {
+                path,
+                reason: "it is a symlink, which msync does not follow; put the file itself there"
+                    .into(),
+            });
+        }
         if !meta.is_file() {
             return Err(InstallError::Corrupt {
                 path,
@@ -128,7 +150,9 @@ impl InstallDir {
         rclone_config: &Path,
         remote_path: &str,
     ) -> Result<InstallDir, InstallError> {
-        if dir.join(MANIFEST_FILE).exists() {
+        // symlink_metadata: a manifest that is a symlink, even a dangling
+        // one, is refused by `open` with a message that says so.
+        if fs::symlink_metadata(dir.join(MANIFEST_FILE)).is_ok() {
             return InstallDir::open(dir);
         }
         if dir.exists() {
@@ -258,7 +282,7 @@ pub fn private_dir(dir: &Path) -> Result<(), InstallError> {
     {
         return Err(InstallError::Io {
             path: dir.to_path_buf(),
-            source: std::io::Error::other("is a symlink; msync does not follow links here"),
+            error: std::io::Error::other("is a symlink; msync does not follow links here"),
         });
     }
     fs::DirBuilder::new()
@@ -267,6 +291,50 @@ pub fn private_dir(dir: &Path) -> Result<(), InstallError> {
         .create(dir)
         .map_err(io_error(dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
+}
+
+/// The error for a symlink met with `O_NOFOLLOW` (ELOOP), said plainly;
+/// any other error unchanged.
+pub fn link_refused(path: &Path, err: std::io::Error) -> std::io::Error {
+    if err.raw_os_error() == Some(nix::libc::ELOOP) {
+        std::io::Error::other(format!(
+            "{} is a symlink, which msync does not follow there; remove it",
+            path.display()
+        ))
+    } else {
+        err
+    }
+}
+
+/// Writes one of msync's working files (0600, never through a symlink).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|err| link_refused(path, err))?;
+    private_file(path, &file)?;
+    file.write_all(contents)
+}
+
+/// Insists that an opened file of msync's own (pid file, log) is a regular
+/// file, and makes it 0600 if an older msync or a user left it readable by
+/// others.
+pub fn private_file(path: &Path, file: &fs::File) -> std::io::Result<()> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file; remove it",
+            path.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 fn new_install_id() -> String {
@@ -318,6 +386,23 @@ mod tests {
             InstallDir::open_or_create(temp.path(), Path::new("/r.conf"), "msync").unwrap_err();
         assert!(matches!(err, InstallError::NotEmpty { .. }), "{err}");
         assert_eq!(fs::read_dir(temp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlinked_manifest_is_refused_as_such() {
+        let temp = tempfile::tempdir().unwrap();
+        let victim = temp.path().join("victim.json");
+        fs::write(&victim, "{}").unwrap();
+        let dir = temp.path().join("inst");
+        fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(MANIFEST_FILE)).unwrap();
+        for err in [
+            InstallDir::open(&dir).unwrap_err(),
+            InstallDir::open_or_create(&dir, Path::new("/r.conf"), "msync").unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("it is a symlink"), "{err}");
+        }
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "{}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! answered on that thread, stop is handed to the service's main loop.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,15 +60,19 @@ pub struct StopRequest {
     pub delivered: mpsc::Receiver<()>,
 }
 
-/// Binds the socket (replacing one left by a dead service: the caller
-/// holds the pid lock) and serves it on a named thread.
-pub fn serve(
-    path: &Path,
-    status: Arc<dyn Fn() -> ServiceStatus + Send + Sync>,
-    stops: Sender<StopRequest>,
-) -> std::io::Result<()> {
+/// Binds the socket, 0600, refusing a symlink or anything but a socket in
+/// its place. Separate from [`serve_on`] so that the service can bind
+/// before it mounts or touches a remote, and fail with nothing to undo;
+/// until it serves, a client's request waits (its own time-out applies).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_symlink() || meta.is_file() || meta.is_dir() {
+        if meta.file_type().is_symlink() {
+            return Err(std::io::Error::other(format!(
+                "{} is a symlink, which msync does not follow there; remove it",
+                path.display()
+            )));
+        }
+        if !meta.file_type().is_socket() {
             return Err(std::io::Error::other(format!(
                 "{} exists and is not a socket; remove it",
                 path.display()
@@ -76,6 +81,18 @@ pub fn serve(
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
+    // bind(2) honours the umask (0755 or so); the socket is root's alone,
+    // like its directory. Nobody can connect before this: run/ is 0700.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves a bound socket on the named thread `msync-control`.
+pub fn serve_on(
+    listener: UnixListener,
+    status: Arc<dyn Fn() -> ServiceStatus + Send + Sync>,
+    stops: Sender<StopRequest>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("msync-control".into())
         .spawn(move || {

@@ -58,7 +58,6 @@ pub struct ServiceOptions {
 
 /// Everything the main loop holds.
 struct Running {
-    install: InstallDir,
     mount_point: PathBuf,
     engine: Arc<Engine>,
     watcher: Option<Watcher>,
@@ -91,13 +90,20 @@ pub fn run(
             return Err(err).with_context(|| format!("locking {}", install.pid_file().display()));
         }
     };
+    // Everything that can be refused locally is, before a remote is
+    // touched or anything is mounted.
+    let driver = union::select(options.union, &Availability::probe())?;
+    let mount_point_exists = check_mount_point(&options.mount_point, &install)?;
+    let listener = control::bind(&install.socket_path()).context("opening the control socket")?;
+    let _socket_file = RemoveOnDrop(install.socket_path());
+
     let rclone = load()?;
     if !install.manifest.imported && !options.force {
         refuse_unimported(rclone, &install)?;
     }
     let leases = Leases::new(rclone, &install.state_dir());
     let lease = Lease::ours(&install.manifest.install_id, install.root());
-    take_leases(&leases, &install, &lease, options.force)?;
+    let unreachable = take_leases(&leases, &install, &lease, options.force)?;
     let held = LeaseGuard {
         leases,
         remotes: install
@@ -108,8 +114,12 @@ pub fn run(
             .collect(),
         lease: lease.clone(),
     };
-    let driver = union::select(options.union, &Availability::probe())?;
-    let created_mount_point = prepare_mount_point(&options.mount_point, &install)?;
+
+    if !mount_point_exists {
+        std::fs::create_dir_all(&options.mount_point).with_context(|| {
+            format!("creating the mount point {}", options.mount_point.display())
+        })?;
+    }
     let mount_point = options.mount_point.canonicalize()?;
     let branch_dirs: Vec<PathBuf> = install
         .manifest
@@ -117,12 +127,13 @@ pub fn run(
         .iter()
         .map(|b| b.dir.clone())
         .collect();
-    if let Err(err) = union::mount(driver, &branch_dirs, &mount_point) {
-        if created_mount_point {
-            let _ = std::fs::remove_dir(&mount_point);
-        }
-        return Err(err.into());
-    }
+    let mut mounted = MountGuard {
+        mount_point: mount_point.clone(),
+        created: !mount_point_exists,
+        mounted: false,
+    };
+    union::mount(driver, &branch_dirs, &mount_point)?;
+    mounted.mounted = true;
     info!(
         "mounted {} branches at {} with {}",
         branch_dirs.len(),
@@ -169,10 +180,14 @@ pub fn run(
         .collect();
     let engine =
         Arc::new(Engine::start(rclone, specs, options.engine).context("starting the sync engine")?);
+    for (index, reason) in unreachable {
+        engine.hold(index, Some(reason));
+    }
     let watch_count = Arc::new(AtomicUsize::new(watcher.watch_count()));
 
     let (stop_tx, stop_rx) = mpsc::channel();
     serve_control(
+        listener,
         &install,
         &mount_point,
         driver,
@@ -183,8 +198,10 @@ pub fn run(
     info!("msync service running (pid {})", std::process::id());
 
     let renewer = renew_leases(&install, rclone, &lease, &engine)?;
+    // From here the main loop's shutdown unmounts.
+    mounted.mounted = false;
+    mounted.created = false;
     let mut running = Running {
-        install,
         mount_point,
         engine,
         watcher: Some(watcher),
@@ -219,13 +236,17 @@ fn refuse_unimported(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Takes the lease on every remote directory, or none.
+/// Takes the lease on every remote directory. Another installation's live
+/// lease refuses the start (and gives back what was taken); a remote that
+/// cannot be reached is returned with the reason, to be held until the
+/// lease renewal reaches it.
 fn take_leases(
     leases: &Leases,
     install: &InstallDir,
     lease: &Lease,
     force: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(usize, String)>> {
+    let mut unreachable = Vec::new();
     for (index, branch) in install.manifest.branches.iter().enumerate() {
         match leases.take(&branch.remote, lease, force) {
             Ok(Taken::TookOver(holder)) => {
@@ -235,20 +256,56 @@ fn take_leases(
                 warn!("{}: took the lease of {holder} by force", branch.remote)
             }
             Ok(Taken::Free | Taken::Renewed) => {}
-            Err(err) => {
+            Err(err @ LeaseError::Held { .. }) => {
                 for taken in &install.manifest.branches[..index] {
                     let _ = leases.release(&taken.remote, lease);
                 }
-                let code = if matches!(err, LeaseError::Held { .. }) {
-                    ExitCode::Refused
-                } else {
-                    ExitCode::RcloneFailed
-                };
-                return Err(coded(code, err.to_string()));
+                return Err(coded(ExitCode::Refused, err.to_string()));
+            }
+            Err(err) => {
+                let reason = format!(
+                    "cannot take the lease on {} ({err}); msync does not sync this branch until it can, and tries every minute",
+                    branch.remote
+                );
+                warn!("{reason}");
+                unreachable.push((index, reason));
             }
         }
     }
-    Ok(())
+    Ok(unreachable)
+}
+
+/// Removes the control socket's file when the service ends, however it ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Undoes a mount (and the mount point msync created) when the start fails
+/// after mounting; disarmed once the main loop owns the mount.
+struct MountGuard {
+    mount_point: PathBuf,
+    created: bool,
+    mounted: bool,
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.mounted
+            && let Err(err) = union::unmount(&self.mount_point)
+        {
+            warn!(
+                "could not unmount {} after a failed start: {err}",
+                self.mount_point.display()
+            );
+        }
+        if self.created {
+            let _ = std::fs::remove_dir(&self.mount_point);
+        }
+    }
 }
 
 /// Gives every lease back when the service ends, however it ends.
@@ -309,6 +366,7 @@ fn renew_leases(
 }
 
 fn serve_control(
+    listener: std::os::unix::net::UnixListener,
     install: &InstallDir,
     mount_point: &Path,
     driver: Driver,
@@ -328,15 +386,14 @@ fn serve_control(
         inotify_watches: watch_count.load(Ordering::Relaxed),
         branches: engine.status(),
     };
-    control::serve(&install.socket_path(), Arc::new(status), stops)
-        .context("opening the control socket")
+    control::serve_on(listener, Arc::new(status), stops).context("serving the control socket")
 }
 
-/// Creates the mount point if missing; refuses one that is not an empty,
-/// unmounted directory. Returns whether it was created. A union a dead
+/// Refuses a mount point that is not an empty, unmounted directory;
+/// returns whether it exists (a missing one is created later). A union a dead
 /// service of this install left mounted there is unmounted first (the
 /// caller holds the pid lock; see [`stale_mount`]).
-fn prepare_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool> {
+fn check_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool> {
     let branches: Vec<PathBuf> = install
         .manifest
         .branches
@@ -345,11 +402,7 @@ fn prepare_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool
         .collect();
     stale_mount::clear(path, &branches)?;
     match std::fs::symlink_metadata(path) {
-        Err(_) => {
-            std::fs::create_dir_all(path)
-                .with_context(|| format!("creating the mount point {}", path.display()))?;
-            Ok(true)
-        }
+        Err(_) => Ok(false),
         Ok(meta) if !meta.is_dir() => Err(coded(
             ExitCode::MountError,
             format!(
@@ -375,7 +428,7 @@ fn prepare_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool
                     ),
                 ));
             }
-            Ok(false)
+            Ok(true)
         }
     }
 }
@@ -500,8 +553,7 @@ impl Running {
             );
         }
         // The pid file stays: its lock, released when the process exits,
-        // is what `stop` waits for.
-        let _ = std::fs::remove_file(self.install.socket_path());
+        // is what `stop` waits for. The socket goes with the process.
         info!("msync service stopped");
         Ok(())
     }

@@ -11,6 +11,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
+use crate::install::{link_refused, private_file};
+
 /// The held lock; dropping it releases the lock.
 pub struct PidLock {
     _file: Flock<File>,
@@ -27,15 +29,19 @@ pub enum LockError {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        // A symlink planted in place of the pid file is refused.
-        .custom_flags(libc::O_NOFOLLOW)
+        // A symlink planted in place of the pid file is refused; a FIFO
+        // fails at once instead of blocking the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+        .map_err(|err| link_refused(path, err))?;
+    private_file(path, &file)?;
+    Ok(file)
 }
 
 impl PidLock {
@@ -78,6 +84,8 @@ fn read_pid(file: &mut File) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -97,7 +105,21 @@ mod tests {
         std::fs::write(&target, "keep").unwrap();
         let path = dir.path().join("msync.pid");
         std::os::unix::fs::symlink(&target, &path).unwrap();
-        assert!(matches!(PidLock::acquire(&path), Err(LockError::Io(_))));
+        let Err(LockError::Io(err)) = PidLock::acquire(&path) else {
+            panic!("a symlinked pid file was accepted");
+        };
+        assert!(err.to_string().contains("is a symlink"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn a_readable_pid_file_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("msync.pid");
+        std::fs::write(&path, "1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _held = PidLock::acquire(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

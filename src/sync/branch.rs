@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::queue::{Op, OpQueue};
 use super::status::{BranchState, BranchStatus, InFlight, Space};
 use super::{EngineConfig, guard, sync_filter, trash};
+use crate::install::write_private;
 use crate::rclone::{Call, Job, Location, Rclone, RcloneError};
 
 /// How often a running job is polled.
@@ -396,7 +397,7 @@ impl BranchWorker {
             .filter(sync_filter())
             .config(self.trash_config());
         self.run_job(&call)?;
-        if let Err(err) = std::fs::write(&record, format!("{}\n", plan.local_files)) {
+        if let Err(err) = write_private(&record, format!("{}\n", plan.local_files).as_bytes()) {
             warn!(
                 "{}: cannot record the remote's file count in {}: {err}",
                 self.spec.name,
@@ -502,13 +503,23 @@ impl BranchWorker {
     fn upload_many(&self, ops: &[Op]) -> Result<(), Failure> {
         let mut list = String::new();
         for op in ops {
-            if let Op::Upload(path) = op {
-                list.push_str(relative(path)?);
-                list.push('\n');
+            let Op::Upload(path) = op else { continue };
+            match relative(path) {
+                // A line of the list cannot hold these: sent on their own.
+                Ok(name) if name.contains('\n') || name.ends_with('\r') => self.upload(path)?,
+                Ok(name) => {
+                    list.push_str(name);
+                    list.push('\n');
+                }
+                // One bad name must not hold up the rest of the burst.
+                Err(failure) => self.report_skipped(failure),
             }
         }
+        if list.is_empty() {
+            return Ok(());
+        }
         let list_file = self.spec.work_dir.join(format!("{}.files", self.spec.name));
-        std::fs::write(&list_file, list)
+        write_private(&list_file, list.as_bytes())
             .map_err(|e| Failure::Transient(format!("writing {}: {e}", list_file.display())))?;
         // rclone refuses --files-from-raw together with other filters; the
         // list holds no local-only names (the watcher never reports them).
@@ -517,6 +528,17 @@ impl BranchWorker {
             .filter(filter)
             .config(self.trash_config());
         self.run_job(&call)
+    }
+
+    /// Logs and shows an operation that can never be done, and goes on.
+    fn report_skipped(&self, failure: Failure) {
+        if let Failure::Permanent(message)
+        | Failure::Transient(message)
+        | Failure::Refused(message) = failure
+        {
+            warn!("{}: giving up: {message}", self.spec.name);
+            self.lock().last_error = Some(message);
+        }
     }
 
     /// A rename: moved on the remote, server-side. When the remote has

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::install::write_private;
 use crate::rclone::{Call, Location, Rclone, RcloneError};
 
 /// The lease file, relative to a remote directory.
@@ -145,7 +146,7 @@ impl Leases {
     fn write(&self, remote: &str, lease: &Lease) -> Result<(), LeaseError> {
         let scratch = self.scratch(remote);
         let text = serde_json::to_string_pretty(lease).expect("a lease always encodes");
-        std::fs::write(&scratch, text).map_err(|source| LeaseError::Io {
+        write_private(&scratch, text.as_bytes()).map_err(|source| LeaseError::Io {
             path: scratch.clone(),
             source,
         })?;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod faults;
+mod hardening;
 mod interlocks;
 mod loader;
 mod pool;
