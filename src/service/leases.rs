@@ -1,0 +1,110 @@
+//! The service's leases on its remote directories (see
+//! [`crate::sync::lease`]): taken at start, renewed every minute on the
+//! thread `msync-lease`, given back when the service ends.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+
+use log::{error, info, warn};
+
+use crate::error::{ExitCode, coded};
+use crate::install::InstallDir;
+use crate::rclone::Rclone;
+use crate::sync::Engine;
+use crate::sync::lease::{self, Lease, LeaseError, Leases, Taken};
+
+/// Takes the lease on every remote directory. Another installation's live
+/// lease refuses the start (and gives back what was taken); a remote that
+/// cannot be reached is returned with the reason, to be held until the
+/// lease renewal reaches it.
+pub(super) fn take_leases(
+    leases: &Leases,
+    install: &InstallDir,
+    lease: &Lease,
+    force: bool,
+) -> anyhow::Result<Vec<(usize, String)>> {
+    let mut unreachable = Vec::new();
+    for (index, branch) in install.manifest.branches.iter().enumerate() {
+        match leases.take(&branch.remote, lease, force) {
+            Ok(Taken::TookOver(holder)) => {
+                info!("{}: took over a stale lease of {holder}", branch.remote)
+            }
+            Ok(Taken::Forced(holder)) => {
+                warn!("{}: took the lease of {holder} by force", branch.remote)
+            }
+            Ok(Taken::Free | Taken::Renewed) => {}
+            Err(err @ LeaseError::Held { .. }) => {
+                for taken in &install.manifest.branches[..index] {
+                    let _ = leases.release(&taken.remote, lease);
+                }
+                return Err(coded(ExitCode::Refused, err.to_string()));
+            }
+            Err(err) => {
+                let reason = format!(
+                    "cannot take the lease on {} ({err}); msync does not sync this branch until it can, and tries every minute",
+                    branch.remote
+                );
+                warn!("{reason}");
+                unreachable.push((index, reason));
+            }
+        }
+    }
+    Ok(unreachable)
+}
+
+/// Gives every lease back when the service ends, however it ends.
+pub(super) struct LeaseGuard {
+    pub(super) leases: Leases,
+    pub(super) remotes: Vec<String>,
+    pub(super) lease: Lease,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        for remote in &self.remotes {
+            if let Err(err) = self.leases.release(remote, &self.lease) {
+                warn!("{remote}: could not release the lease: {err}");
+            }
+        }
+    }
+}
+
+/// Renews the leases every minute on the thread `msync-lease`; a lease
+/// another installation took stops that branch. Dropping the returned
+/// sender ends the thread.
+pub(super) fn renew_leases(
+    install: &InstallDir,
+    rclone: Rclone,
+    lease: &Lease,
+    engine: &Arc<Engine>,
+) -> anyhow::Result<Sender<()>> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let remotes: Vec<String> = install
+        .manifest
+        .branches
+        .iter()
+        .map(|b| b.remote.clone())
+        .collect();
+    let (leases, lease, engine) = (
+        Leases::new(rclone, &install.state_dir()),
+        lease.clone(),
+        Arc::clone(engine),
+    );
+    std::thread::Builder::new()
+        .name("msync-lease".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease::RENEW_EVERY) {
+                for (index, remote) in remotes.iter().enumerate() {
+                    match leases.renew(remote, &lease) {
+                        Ok(()) => engine.hold(index, None),
+                        Err(err @ LeaseError::Held { .. }) => {
+                            error!("{err}");
+                            engine.hold(index, Some(format!("lost the lease: {err}")));
+                        }
+                        Err(err) => warn!("{remote}: could not renew the lease: {err}"),
+                    }
+                }
+            }
+        })?;
+    Ok(stop)
+}
