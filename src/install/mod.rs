@@ -306,21 +306,28 @@ pub fn link_refused(path: &Path, err: std::io::Error) -> std::io::Error {
     }
 }
 
-/// Writes one of msync's working files (0600, never through a symlink).
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
+/// Opens one of msync's own files (log, pid file, working files) with
+/// `options`, which say how (read, write, append, truncate): created 0600,
+/// never through a symlink planted in its place, never blocking on a FIFO
+/// there, only a regular file, and made 0600 if it was left readable.
+pub fn open_private(path: &Path, options: &mut fs::OpenOptions) -> std::io::Result<fs::File> {
+    let file = options
         .create(true)
-        .truncate(true)
         .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        // O_NONBLOCK changes nothing for a regular file.
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
         .map_err(|err| link_refused(path, err))?;
     private_file(path, &file)?;
-    file.write_all(contents)
+    Ok(file)
 }
 
-/// Insists that an opened file of msync's own (pid file, log) is a regular
+/// Writes one of msync's working files (see [`open_private`]).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    open_private(path, fs::OpenOptions::new().write(true).truncate(true))?.write_all(contents)
+}
+
+/// Insists that an opened file of msync's own is a regular
 /// file, and makes it 0600 if an older msync or a user left it readable by
 /// others.
 pub fn private_file(path: &Path, file: &fs::File) -> std::io::Result<()> {

@@ -2,29 +2,17 @@
 //! symlink), and stderr too when it runs in the foreground.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use log::LevelFilter;
-use nix::libc;
 use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
 
-use crate::install::{link_refused, private_file};
+use crate::install::open_private;
 
 /// Opens the log file for appending: never through a symlink, only a
 /// regular file, and 0600 even if it was left readable by others.
 pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        // O_NONBLOCK: a FIFO in its place fails at once instead of
-        // blocking the open; it changes nothing for a regular file.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|err| link_refused(path, err))?;
-    private_file(path, &file)?;
-    Ok(file)
+    open_private(path, OpenOptions::new().append(true))
 }
 
 /// Sends `log` records to the file, and to stderr when `also_stderr`.

@@ -4,14 +4,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use nix::libc;
 
-use crate::install::{link_refused, private_file};
+use crate::install::open_private;
 
 /// The held lock; dropping it releases the lock.
 pub struct PidLock {
@@ -29,19 +27,10 @@ pub enum LockError {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        // A symlink planted in place of the pid file is refused; a FIFO
-        // fails at once instead of blocking the open.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|err| link_refused(path, err))?;
-    private_file(path, &file)?;
-    Ok(file)
+    open_private(
+        path,
+        OpenOptions::new().read(true).write(true).truncate(false),
+    )
 }
 
 impl PidLock {
