@@ -92,6 +92,14 @@ fn source(sandbox: &Sandbox) -> String {
     sandbox.path().join("src").to_str().unwrap().to_owned()
 }
 
+/// msync exited with its own code for a signal, said so, and left no
+/// partial file.
+fn assert_interrupted(sandbox: &Sandbox, outcome: &Outcome, says: &str) {
+    assert_eq!(outcome.code, Some(INTERRUPTED), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains(says), "{}", outcome.stderr);
+    assert_no_partial_file(sandbox);
+}
+
 fn assert_no_partial_file(sandbox: &Sandbox) {
     let dst = sandbox.path().join("dst");
     assert!(
@@ -119,14 +127,8 @@ fn sigterm_after_the_cache_backend_took_it_reaches_msync() {
         "{}",
         outcome.stderr
     );
-    assert_eq!(outcome.code, Some(INTERRUPTED), "{}", outcome.stderr);
-    assert!(
-        outcome.stderr.contains("SIGTERM received: rclone job"),
-        "{}",
-        outcome.stderr
-    );
+    assert_interrupted(&sandbox, &outcome, "SIGTERM received: rclone job");
     assert!(outcome.stderr.contains("cancelled"), "{}", outcome.stderr);
-    assert_no_partial_file(&sandbox);
 }
 
 #[test]
@@ -139,13 +141,7 @@ fn sigint_after_the_cache_backend_took_it_reaches_msync() {
         true,
         Signal::SIGINT,
     );
-    assert_eq!(outcome.code, Some(INTERRUPTED), "{}", outcome.stderr);
-    assert!(
-        outcome.stderr.contains("SIGINT received"),
-        "{}",
-        outcome.stderr
-    );
-    assert_no_partial_file(&sandbox);
+    assert_interrupted(&sandbox, &outcome, "SIGINT received");
 }
 
 #[test]
@@ -153,13 +149,7 @@ fn sighup_cancels_a_local_copy() {
     let sandbox = Sandbox::new();
     let src = source(&sandbox);
     let outcome = interrupt_copy(&sandbox, &src, true, Signal::SIGHUP);
-    assert_eq!(outcome.code, Some(INTERRUPTED), "{}", outcome.stderr);
-    assert!(
-        outcome.stderr.contains("SIGHUP received: rclone job"),
-        "{}",
-        outcome.stderr
-    );
-    assert_no_partial_file(&sandbox);
+    assert_interrupted(&sandbox, &outcome, "SIGHUP received: rclone job");
 }
 
 #[test]
@@ -172,11 +162,5 @@ fn a_plain_call_is_cancelled_too() {
         false,
         Signal::SIGTERM,
     );
-    assert_eq!(outcome.code, Some(INTERRUPTED), "{}", outcome.stderr);
-    assert!(
-        outcome.stderr.contains("SIGTERM received"),
-        "{}",
-        outcome.stderr
-    );
-    assert_no_partial_file(&sandbox);
+    assert_interrupted(&sandbox, &outcome, "SIGTERM received");
 }
