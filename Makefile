@@ -63,9 +63,11 @@ test: build lint
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test --test it inotify_limit -- --test-threads=1
 
 # Benchmarks report, never assert: numbers go to bench/results/ (see
-# bench/README.md). librclone and the rclone CLI come from `build`/`deps`.
-bench: build
+# bench/README.md). They run the release build with librclone beside it;
+# the CLI tools come from `deps`. MSYNC_BENCH_SCALE=tiny|full sizes `sync`.
+bench: release
 	MSYNC_LIBRCLONE=$(CURDIR)/$(LIBRCLONE) $(CARGO) bench --bench rc_call
+	MSYNC_LIBRCLONE=$(CURDIR)/$(LIBRCLONE) $(CARGO) bench --bench sync
 
 # The main job on a built-in default: three local folders stand in for three
 # clouds; install, start, copy in, status, stop, and import into a fresh

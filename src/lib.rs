@@ -5,7 +5,6 @@
 //! binary. The tree is the architecture: [`rclone`] is the only door to
 //! librclone (and the only `unsafe`), [`union`] the union filesystems,
 //! [`cmd`] one file per command, [`error`] the exit codes.
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod cmd;
