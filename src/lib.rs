@@ -3,7 +3,7 @@
 //! The library holds everything the `msync` binary does, so integration
 //! tests can drive the real librclone in-process as well as through the
 //! binary. The tree is the architecture: [`rclone`] is the only door to
-//! librclone (and the only `unsafe`), [`union`] the union filesystems,
+//! librclone (and the only FFI code), [`union`] the union filesystems,
 //! [`cmd`] one file per command, [`error`] the exit codes.
 
 pub mod cli;

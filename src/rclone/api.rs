@@ -80,6 +80,14 @@ impl Call {
         rclone.rpc(&self.method, &Value::Object(self.params.clone()))
     }
 
+    /// Runs the call to completion on this thread, its transfers accounted
+    /// in stats group `group`.
+    pub fn run_in(&self, rclone: Rclone, group: &str) -> Result<Value, RcloneError> {
+        let mut params = self.params.clone();
+        params.insert("_group".into(), Value::String(group.into()));
+        rclone.rpc(&self.method, &Value::Object(params))
+    }
+
     /// Starts the call as an `_async` job whose transfers are accounted in
     /// stats group `group`.
     pub fn start(&self, rclone: Rclone, group: &str) -> Result<Job, RcloneError> {

@@ -220,7 +220,7 @@ pub fn run(
 /// holds files its branch lacks: the first reconcile would delete them.
 fn refuse_unimported(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
     for branch in &install.manifest.branches {
-        let plan = guard::plan(rclone, &branch.dir, &branch.remote)
+        let plan = guard::plan(rclone, &branch.dir, &branch.remote, "msync/plan/start")
             .with_context(|| format!("listing {}", branch.remote))?;
         if plan.deletions > 0 {
             return Err(coded(

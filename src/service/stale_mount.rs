@@ -28,7 +28,8 @@ const MSYNC_FSNAME: &str = "fsname=msync";
 /// Unmounts the mergerfs union at `mount_point` if a dead service of this
 /// install left it: either its daemon still serves exactly `branches` as
 /// msync mounted them, or its daemon is gone (a FUSE mount without its
-/// daemon answers ENOTCONN to everyone, so detaching it takes nothing from
+/// daemon answers ENOTCONN (ECONNABORTED when the daemon died mid-request)
+/// to everyone, so detaching it takes nothing from
 /// anybody). Any other mount is left for the caller's checks to refuse.
 ///
 /// A busy stale mount (a file still open through it) is detached lazily:
@@ -40,7 +41,7 @@ pub fn clear(mount_point: &Path, branches: &[PathBuf]) -> anyhow::Result<()> {
     }
     let dead = matches!(
         std::fs::metadata(mount_point),
-        Err(e) if e.raw_os_error() == Some(Errno::ENOTCONN as i32)
+        Err(e) if [Errno::ENOTCONN as i32, Errno::ECONNABORTED as i32].contains(&e.raw_os_error().unwrap_or(0))
     );
     if dead {
         warn!(

@@ -1,10 +1,13 @@
 //! One branch's worker: a named thread (`msync-sync-<branch>`) that takes
-//! operations from the branch's queue and carries them out as rclone jobs,
-//! one at a time and in order, retrying failures with backoff.
+//! operations from the branch's queue and carries them out, one at a time
+//! and in order, retrying failures with backoff (the calls themselves are in
+//! [`ops`]).
 //!
-//! Every job of a branch runs in the stats group `msync/branch/<name>`, so
-//! `status` reads the files in flight from rclone's own accounting. A job
-//! is always `_async`, so `stop --now` can cancel it with `job/stop`.
+//! Every transfer of a branch is accounted in the stats group
+//! `msync/branch/<name>`, so `status` reads the files in flight from
+//! rclone's own accounting. Anything that may take a while runs as an
+//! `_async` job, so `stop --now` can cancel it with `job/stop`; a small file
+//! goes as one plain call.
 
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};

@@ -4,14 +4,15 @@
 //! branch is not what it seems (its disk not mounted, the directory
 //! replaced, emptied by mistake) the remote would follow it into the void.
 //! So before a reconcile the worker checks that the branch carries its
-//! marker, plans the deletions from both listings, and refuses a plan that
+//! marker, plans the deletions with a dry run, and refuses a plan that
 //! deletes too much, or one against a remote that suddenly lists as empty.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::is_local_only;
-use crate::rclone::{ListOptions, Location, Rclone, RcloneError};
+use serde_json::json;
+
+use super::{is_local_only, sync_filter};
+use crate::rclone::{Call, Rclone, RcloneError};
 
 /// What a reconcile would do to the remote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,35 +48,56 @@ pub fn marker_present(marker: &Path, expected: &str) -> bool {
     std::fs::read_to_string(marker).is_ok_and(|text| text == expected)
 }
 
-/// Compares the branch's files with the remote's.
-pub fn plan(rclone: Rclone, local: &Path, remote: &str) -> Result<Plan, RcloneError> {
-    let local_files = local_files(local);
-    let listed = match rclone.list(
-        &Location::new(remote, ""),
-        &ListOptions {
-            recurse: true,
-            files_only: true,
-            ..ListOptions::default()
-        },
-    ) {
-        Ok(listed) => listed,
-        Err(err) if err.is_not_found() => Vec::new(),
-        Err(err) => return Err(err),
-    };
-    let remote_files: Vec<&str> = listed
-        .iter()
-        .map(|e| e.path.as_str())
-        .filter(|p| !p.starts_with(".msync/") && !is_local_only(Path::new(p)))
-        .collect();
-    let deletions = remote_files
-        .iter()
-        .filter(|p| !local_files.contains(Path::new(p)))
-        .count();
+/// Plans a reconcile, waiting as long as it takes (for `start`, before the
+/// service runs; the worker plans through its own cancellable job).
+///
+/// Neither side's listing is held in memory: rclone counts the remote's
+/// files, and runs the sync as a dry run whose `deletes` are what the real
+/// one would delete.
+pub fn plan(rclone: Rclone, local: &Path, remote: &str, group: &str) -> Result<Plan, RcloneError> {
+    let remote_files = count_remote_files(rclone, remote)?;
+    let local_files = count_local_files(local);
+    if remote_files == 0 {
+        return Ok(Plan {
+            local_files,
+            remote_files,
+            deletions: 0,
+        });
+    }
+    let job = dry_run(local, remote).start(rclone, group)?;
+    let status = job
+        .wait(None)?
+        .expect("waiting without a time-out always ends with a status");
+    let deletions = job.progress().map(|p| p.deletes as usize);
+    let _ = job.forget_stats();
+    if !status.success {
+        return Err(RcloneError::new("sync/sync", 500, status.error));
+    }
     Ok(Plan {
-        local_files: local_files.len(),
-        remote_files: remote_files.len(),
-        deletions,
+        local_files,
+        remote_files,
+        deletions: deletions?,
     })
+}
+
+/// The reconcile's sync as a dry run: nothing changes, its stats count.
+pub fn dry_run(local: &Path, remote: &str) -> Call {
+    Call::sync(&local.to_string_lossy(), remote)
+        .filter(sync_filter())
+        .config(json!({ "DryRun": true }))
+}
+
+/// Files on the remote, msync's own `.msync/` aside (`operations/size`);
+/// a remote directory that does not exist holds none.
+pub fn count_remote_files(rclone: Rclone, remote: &str) -> Result<usize, RcloneError> {
+    match Call::new("operations/size", json!({ "fs": remote }))
+        .filter(sync_filter())
+        .run(rclone)
+    {
+        Ok(size) => Ok(size["count"].as_u64().unwrap_or(0) as usize),
+        Err(err) if err.is_not_found() => Ok(0),
+        Err(err) => Err(err),
+    }
 }
 
 /// Why a plan must not run, if it must not.
@@ -100,9 +122,10 @@ pub fn refusal(
     })
 }
 
-/// Every regular file under `root`, relative, without following links.
-fn local_files(root: &Path) -> HashSet<PathBuf> {
-    let mut found = HashSet::new();
+/// Regular files under `root`, without following links or counting
+/// local-only names (they are never sent).
+pub fn count_local_files(root: &Path) -> usize {
+    let mut count = 0;
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(root.join(&relative)) else {
@@ -110,16 +133,17 @@ fn local_files(root: &Path) -> HashSet<PathBuf> {
         };
         for entry in entries.flatten() {
             let path = relative.join(entry.file_name());
+            if is_local_only(&path) {
+                continue;
+            }
             match entry.file_type() {
                 Ok(kind) if kind.is_dir() => stack.push(path),
-                Ok(kind) if kind.is_file() => {
-                    found.insert(path);
-                }
+                Ok(kind) if kind.is_file() => count += 1,
                 _ => {}
             }
         }
     }
-    found
+    count
 }
 
 #[cfg(test)]
@@ -158,14 +182,13 @@ mod tests {
     }
 
     #[test]
-    fn local_files_skip_links_and_list_nested_files() {
+    fn local_files_skip_links_and_local_only_names() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
         std::fs::write(dir.path().join("a/b/f"), "x").unwrap();
         std::fs::write(dir.path().join("top"), "x").unwrap();
+        std::fs::write(dir.path().join(".msync-branch"), "x").unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
-        let files = local_files(dir.path());
-        let expected: HashSet<PathBuf> = [PathBuf::from("a/b/f"), PathBuf::from("top")].into();
-        assert_eq!(files, expected);
+        assert_eq!(count_local_files(dir.path()), 2);
     }
 }

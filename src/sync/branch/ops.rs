@@ -9,6 +9,9 @@ use log::{info, warn};
 use serde_json::{Value, json};
 
 use super::{BranchWorker, Failure, POLL, SPACE_REFRESH};
+
+/// Files smaller than this are sent with one plain call, not a watched job.
+const SMALL_FILE: u64 = 1 << 20;
 use crate::install::write_private;
 use crate::rclone::{Call, Job, Location, RcloneError};
 use crate::sync::queue::Op;
@@ -32,14 +35,9 @@ impl BranchWorker {
             self.spec.local.display(),
             self.spec.remote
         );
-        let plan = guard::plan(self.rclone, &self.spec.local, &self.spec.remote)?;
-        let record = self
-            .spec
-            .work_dir
-            .join(format!("{}.remote-files", self.spec.name));
-        let before = std::fs::read_to_string(&record)
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
+        let plan = self.plan()?;
+        let record = self.record_path();
+        let before = read_record(&record);
         if let Some(reason) = guard::refusal(&plan, self.config.mass_delete, before) {
             return Err(Failure::Refused(reason));
         }
@@ -74,7 +72,37 @@ impl BranchWorker {
         trash::backup_config(&self.spec.remote, SystemTime::now())
     }
 
+    /// Where the remote's file count at the last reconcile is kept: what
+    /// tells a remote that lists as empty from one that was always empty.
+    fn record_path(&self) -> std::path::PathBuf {
+        self.spec
+            .work_dir
+            .join(format!("{}.remote-files", self.spec.name))
+    }
+
+    /// After an upload: the remote holds data now, whatever the record said.
+    fn note_remote_holds_data(&self) {
+        let record = self.record_path();
+        if read_record(&record).unwrap_or(0) == 0
+            && let Err(err) = write_private(&record, b"1\n")
+        {
+            warn!(
+                "{}: cannot write {}: {err}",
+                self.spec.name,
+                record.display()
+            );
+        }
+    }
+
     pub(super) fn execute(&self, ops: &[Op]) -> Result<(), Failure> {
+        let result = self.execute_ops(ops);
+        if result.is_ok() && ops.iter().any(|op| matches!(op, Op::Upload(_))) {
+            self.note_remote_holds_data();
+        }
+        result
+    }
+
+    fn execute_ops(&self, ops: &[Op]) -> Result<(), Failure> {
         if ops.len() > 1 {
             return self.upload_many(ops);
         }
@@ -145,7 +173,19 @@ impl BranchWorker {
         )
         .filter(sync_filter())
         .config(self.trash_config());
-        self.run_job(&call)
+        if meta.len() >= SMALL_FILE {
+            return self.run_job(&call);
+        }
+        // A small file is done before a job could be watched: one call
+        // instead of a job and its polls, for the cheapest common change.
+        call.run_in(self.rclone, &self.group())?;
+        self.count_sent();
+        Ok(())
+    }
+
+    /// The stats group of the branch's transfers.
+    fn group(&self) -> String {
+        format!("msync/branch/{}", self.spec.name)
     }
 
     /// Many new or changed files at once: one `sync/copy` job over a file
@@ -217,12 +257,37 @@ impl BranchWorker {
     /// Runs a call as a job in the branch's stats group and waits for it,
     /// cancelling it when the stop deadline passes.
     fn run_job(&self, call: &Call) -> Result<(), Failure> {
-        let group = format!("msync/branch/{}", self.spec.name);
-        let job = call.start(self.rclone, &group)?;
+        self.run_job_in(call, &self.group()).map(|_| ())
+    }
+
+    /// [`Self::run_job`] in another stats group; returns the finished job
+    /// so its stats can be read.
+    fn run_job_in(&self, call: &Call, group: &str) -> Result<Job, Failure> {
+        let job = call.start(self.rclone, group)?;
         self.lock().current = Some(job.clone());
         let outcome = self.wait_for(&job);
         self.lock().current = None;
-        outcome
+        outcome.map(|()| job)
+    }
+
+    /// What a reconcile would do (see [`guard`]), with the dry run as a job
+    /// of its own stats group that `stop` can cancel like any other.
+    fn plan(&self) -> Result<guard::Plan, Failure> {
+        let remote_files = guard::count_remote_files(self.rclone, &self.spec.remote)?;
+        let local_files = guard::count_local_files(&self.spec.local);
+        let mut plan = guard::Plan {
+            local_files,
+            remote_files,
+            deletions: 0,
+        };
+        if remote_files > 0 {
+            let dry_run = guard::dry_run(&self.spec.local, &self.spec.remote);
+            let job = self.run_job_in(&dry_run, &format!("msync/plan/{}", self.spec.name))?;
+            let deletes = job.progress().map(|p| p.deletes as usize);
+            let _ = job.forget_stats();
+            plan.deletions = deletes?;
+        }
+        Ok(plan)
     }
 
     fn wait_for(&self, job: &Job) -> Result<(), Failure> {
@@ -253,8 +318,10 @@ impl BranchWorker {
     }
 
     fn count_sent(&self) {
-        let group = format!("msync/branch/{}", self.spec.name);
-        if let Ok(stats) = self.rclone.rpc("core/stats", &json!({"group": group})) {
+        if let Ok(stats) = self
+            .rclone
+            .rpc("core/stats", &json!({"group": self.group()}))
+        {
             let mut shared = self.lock();
             shared.files_sent = stats["transfers"].as_u64().unwrap_or(shared.files_sent);
             shared.bytes_sent = stats["bytes"].as_u64().unwrap_or(shared.bytes_sent);
@@ -282,6 +349,10 @@ impl BranchWorker {
         shared.space = space;
         shared.space_checked = Some(Instant::now());
     }
+}
+
+fn read_record(path: &Path) -> Option<usize> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 pub(super) fn relative(path: &Path) -> Result<&str, Failure> {
