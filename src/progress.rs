@@ -95,12 +95,7 @@ impl ProgressView {
     /// Marks task `index` done with a closing word ("done", "cancelled", …).
     /// The speed shown is the average over the whole task.
     pub fn finish(&mut self, index: usize, progress: &Progress, word: &str) {
-        let mut progress = progress.clone();
-        if progress.elapsed_time > 0.0 {
-            progress.speed = progress.bytes as f64 / progress.elapsed_time;
-        }
-        progress.eta = None;
-        let progress = &progress;
+        let progress = &as_finished(progress);
         match &mut self.mode {
             Mode::Bars { bars, .. } => {
                 let bar = &bars[index];
@@ -132,6 +127,23 @@ fn rate_and_eta(progress: &Progress) -> String {
         text.push_str(&format!(", {} errors", progress.errors));
     }
     text
+}
+
+/// A finished task's numbers: the average speed over its whole run (rclone
+/// reports 0 once nothing moves any more), and nothing left to wait for.
+fn as_finished(progress: &Progress) -> Progress {
+    let mut finished = progress.clone();
+    if finished.elapsed_time > 0.0 {
+        finished.speed = finished.bytes as f64 / finished.elapsed_time;
+    }
+    finished.eta = None;
+    finished
+}
+
+/// One line for logs and closing reports on a finished task: bytes, total,
+/// average speed, files, errors.
+pub fn summary_of_finished(progress: &Progress) -> String {
+    summary(&as_finished(progress))
 }
 
 /// One line for logs: bytes, total, speed, ETA, files, errors.

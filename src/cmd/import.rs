@@ -19,7 +19,7 @@ use super::{load_rclone_for, require_remotes, require_root};
 use crate::cli::GlobalArgs;
 use crate::error::{ExitCode, coded};
 use crate::install::{Branch, InstallDir, private_dir};
-use crate::progress::{ProgressView, summary};
+use crate::progress::{ProgressView, summary_of_finished};
 use crate::rclone::{Call, Job, Location, Progress, Rclone, signals};
 
 const REFRESH: Duration = Duration::from_millis(200);
@@ -126,7 +126,7 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
                 "{}: imported from {}: {}",
                 task.branch.name,
                 task.branch.remote,
-                summary(progress)
+                summary_of_finished(progress)
             );
         }
     }
