@@ -17,6 +17,10 @@
 //!
 //! Run with `make bench`, or `MSYNC_LIBRCLONE=… cargo bench --bench rc_call`.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::librclone_path;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -112,21 +116,6 @@ fn main() {
     )
     .unwrap();
     eprintln!("wrote {}/rc_call.{{md,json}}", results.display());
-}
-
-/// `$MSYNC_LIBRCLONE`, else the library `make build` leaves in target/.
-fn librclone_path() -> PathBuf {
-    let path = std::env::var_os("MSYNC_LIBRCLONE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/librclone/librclone.so")
-        });
-    assert!(
-        path.is_file(),
-        "librclone.so not found at {}: build it with `make build`, or run `make bench`",
-        path.display()
-    );
-    path
 }
 
 /// `rclone lsjson DIR` on the same (empty) config, asked for what

@@ -29,6 +29,10 @@ mod probe;
 mod report;
 mod scale;
 
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::librclone_path;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -201,21 +205,6 @@ fn preflight() {
     ] {
         util::require_tool(program, package);
     }
-}
-
-/// `$MSYNC_LIBRCLONE`, else the library `make` leaves in target/.
-fn librclone_path() -> PathBuf {
-    let path = std::env::var_os("MSYNC_LIBRCLONE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/librclone/librclone.so")
-        });
-    assert!(
-        path.is_file(),
-        "librclone.so not found at {}: build it with `make release`, or run `make bench`",
-        path.display()
-    );
-    path
 }
 
 fn load_average() -> String {
