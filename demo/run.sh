@@ -23,14 +23,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Idle: every branch idle, nothing queued, nothing in flight (the JSON is
+# pretty-printed, one field a line; an empty in_flight prints as []).
 wait_until_idle() {
     local inst=$1
     for _ in $(seq 1 600); do
-        if "$msync" status "$inst" --json | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-busy = [b for b in s["branches"] if b["state"] != "idle" or b["queued"] or b["in_flight"]]
-sys.exit(1 if busy else 0)'; then
+        if ! "$msync" status "$inst" --json |
+            grep -Eq '"state": "(syncing|retrying|error)"|"queued": [1-9]|"in_flight": \[$'; then
             return 0
         fi
         sleep 0.5
