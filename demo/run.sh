@@ -28,8 +28,9 @@ trap cleanup EXIT
 wait_until_idle() {
     local inst=$1
     for _ in $(seq 1 600); do
-        if ! "$msync" status "$inst" --json |
-            grep -Eq '"state": "(syncing|retrying|error)"|"queued": [1-9]|"in_flight": \[$'; then
+        local status
+        status=$("$msync" status "$inst" --json)
+        if ! grep -Eq '"state": "(syncing|retrying|error)"|"queued": [1-9]|"in_flight": \[$' <<<"$status"; then
             return 0
         fi
         sleep 0.5
