@@ -29,7 +29,8 @@ wait_until_idle() {
     local inst=$1
     for _ in $(seq 1 600); do
         local status
-        status=$("$msync" status "$inst" --json)
+        # Exit 6 (a branch retrying) is a state to wait out, not a failure.
+        status=$("$msync" status "$inst" --json) || true
         if ! grep -Eq '"state": "(syncing|retrying|error)"|"queued": [1-9]|"in_flight": \[$' <<<"$status"; then
             return 0
         fi
