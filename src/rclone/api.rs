@@ -69,12 +69,6 @@ impl Call {
         self
     }
 
-    /// Sets one more parameter.
-    pub fn param(mut self, name: &str, value: Value) -> Call {
-        self.params.insert(name.into(), value);
-        self
-    }
-
     /// Runs the call to completion on this thread.
     pub fn run(&self, rclone: Rclone) -> Result<Value, RcloneError> {
         rclone.rpc(&self.method, &Value::Object(self.params.clone()))

@@ -158,12 +158,6 @@ impl BranchWorker {
         self.lock().warning = warning;
     }
 
-    /// Nothing queued, nothing running, no reconcile waiting.
-    pub fn is_idle(&self) -> bool {
-        let shared = self.lock();
-        shared.queue.is_empty() && shared.current.is_none() && !shared.reconcile_due
-    }
-
     /// Finish the queue until `deadline`, then cancel what runs and exit.
     pub fn stop_by(&self, deadline: Instant) {
         self.lock().stop_deadline = Some(deadline);

@@ -159,11 +159,6 @@ impl Engine {
         self.workers.iter().map(|w| w.status()).collect()
     }
 
-    /// Whether every branch has nothing queued or running.
-    pub fn is_idle(&self) -> bool {
-        self.workers.iter().all(|w| w.is_idle())
-    }
-
     /// Sends what is queued until `deadline`, cancels what still runs then,
     /// and ends the workers.
     pub fn stop_by(&self, deadline: Instant) {
