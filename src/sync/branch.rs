@@ -87,6 +87,9 @@ struct Shared {
     bytes_sent: u64,
     /// Why the branch is not synced at all, while it is not.
     held: Option<String>,
+    /// The record already says the remote holds data: uploads need not
+    /// look at it again.
+    recorded_data: bool,
     /// A hold from outside the worker (a lost lease).
     external_hold: Option<String>,
 }
@@ -119,6 +122,7 @@ impl BranchWorker {
                 files_sent: 0,
                 bytes_sent: 0,
                 held: None,
+                recorded_data: false,
                 external_hold: None,
             }),
             spec,

@@ -45,12 +45,13 @@ impl BranchWorker {
             .filter(sync_filter())
             .config(self.trash_config());
         self.run_job(&call)?;
-        if let Err(err) = write_private(&record, format!("{}\n", plan.local_files).as_bytes()) {
-            warn!(
+        match write_private(&record, format!("{}\n", plan.local_files).as_bytes()) {
+            Ok(()) => self.lock().recorded_data = plan.local_files > 0,
+            Err(err) => warn!(
                 "{}: cannot record the remote's file count in {}: {err}",
                 self.spec.name,
                 record.display()
-            );
+            ),
         }
         match trash::expire(
             self.rclone,
@@ -82,6 +83,9 @@ impl BranchWorker {
 
     /// After an upload: the remote holds data now, whatever the record said.
     fn note_remote_holds_data(&self) {
+        if self.lock().recorded_data {
+            return;
+        }
         let record = self.record_path();
         if read_record(&record).unwrap_or(0) == 0
             && let Err(err) = write_private(&record, b"1\n")
@@ -91,7 +95,9 @@ impl BranchWorker {
                 self.spec.name,
                 record.display()
             );
+            return;
         }
+        self.lock().recorded_data = true;
     }
 
     pub(super) fn execute(&self, ops: &[Op]) -> Result<(), Failure> {
