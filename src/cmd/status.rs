@@ -27,7 +27,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                     format!("unexpected answer: {other:?}"),
                 ));
             }
-            Err(ClientError::NotRunning) => {
+            Err(ClientError::NotRunning | ClientError::Gone) => {
                 return Err(coded(
                     ExitCode::RunningState,
                     format!("msync is not running for {}", install.root().display()),

@@ -25,7 +25,7 @@ pub fn run(args: &StopArgs) -> anyhow::Result<ExitCode> {
     let wait = args.timeout + Duration::from_secs(30);
     let reply = match service::request(&install.socket_path(), &request, wait) {
         Ok(reply) => reply,
-        Err(ClientError::NotRunning) => {
+        Err(ClientError::NotRunning | ClientError::Gone) => {
             return Err(coded(
                 ExitCode::RunningState,
                 format!(

@@ -21,7 +21,7 @@
 //! the single [`Receiver`] returned by [`install`].
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -41,7 +41,8 @@ const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
 /// Write end of the self-pipe, read by the handler; -1 until installed.
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static INSTALLED: OnceLock<()> = OnceLock::new();
-static TOOK_BACK_ONCE: AtomicBool = AtomicBool::new(false);
+/// Signals (bit = signal number) already reported taken back, once each.
+static TOOK_BACK: AtomicU32 = AtomicU32::new(0);
 static INSTALL_LOCK: Mutex<()> = Mutex::new(());
 
 extern "C" fn on_signal(signo: libc::c_int) {
@@ -146,7 +147,7 @@ pub fn reclaim() {
         let previous = unsafe { sigaction(signal, &ours) };
         if let Ok(previous) = previous
             && !is_ours(previous.handler())
-            && !TOOK_BACK_ONCE.swap(true, Ordering::SeqCst)
+            && TOOK_BACK.fetch_or(1 << signal as i32, Ordering::SeqCst) & (1 << signal as i32) == 0
         {
             eprintln!(
                 "msync: librclone's Go runtime took {signal} for itself; msync took it back so it can shut down cleanly"

@@ -161,6 +161,11 @@ fn write_reply(mut stream: &UnixStream, reply: &Reply) -> std::io::Result<()> {
 pub enum ClientError {
     #[error("no msync service is running for this install dir")]
     NotRunning,
+    /// The socket accepted but the service died before it answered (a
+    /// killed service whose last thread is still leaving): as good as not
+    /// running.
+    #[error("the msync service went away without answering")]
+    Gone,
     #[error("the control socket {}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -189,11 +194,22 @@ pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Repl
         }
         Err(err) => return Err(io(err)),
     };
+    let gone_or_io = |err: std::io::Error| match err.kind() {
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => ClientError::Gone,
+        _ => io(err),
+    };
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut text = serde_json::to_string(request).expect("a request always encodes");
     text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(io)?;
+    stream.write_all(text.as_bytes()).map_err(gone_or_io)?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    let read = BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(gone_or_io)?;
+    if read == 0 {
+        return Err(ClientError::Gone);
+    }
     serde_json::from_str(&line).map_err(|_| ClientError::BadReply(line))
 }

@@ -30,7 +30,7 @@ use log::{error, info, warn};
 use nix::sys::signal::Signal;
 
 pub use control::{ClientError, Reply, Request, ServiceStatus, request};
-pub use pidfile::{LockError, PidLock, running_pid};
+pub use pidfile::{DYING_HOLDER_GRACE, LockError, PidLock, running_pid};
 
 use crate::error::{ExitCode, coded};
 use crate::install::{InstallDir, MARKER_FILE};
@@ -76,7 +76,7 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let signals = signals::install().context("installing signal handlers")?;
     install.create_private_dirs()?;
-    let _pid_lock = match PidLock::acquire(&install.pid_file()) {
+    let _pid_lock = match PidLock::acquire_after_dying(&install.pid_file(), DYING_HOLDER_GRACE) {
         Ok(lock) => lock,
         Err(LockError::Running { pid }) => {
             return Err(coded(

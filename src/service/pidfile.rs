@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -52,12 +53,50 @@ impl PidLock {
     }
 }
 
-/// The pid of the running service, or `None` when none runs.
+impl PidLock {
+    /// [`PidLock::acquire`], waiting up to `grace` while the holder is
+    /// dying: a killed multi-threaded service shows its leader as a zombie
+    /// while another of its threads still holds the lock, for as long as
+    /// that thread takes to leave the kernel (a FUSE request, say).
+    pub fn acquire_after_dying(path: &Path, grace: Duration) -> Result<PidLock, LockError> {
+        let deadline = Instant::now() + grace;
+        loop {
+            match PidLock::acquire(path) {
+                Err(LockError::Running { pid: Some(pid) })
+                    if is_dying(pid) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether process `pid` has exited or is exiting: gone, a zombie, or dead
+/// (`X`). Its lock is then on its way out.
+fn is_dying(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which may itself hold ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| matches!(state, 'Z' | 'X' | 'x')),
+    }
+}
+
+/// How long a caller waits for a service that holds the pid lock while it
+/// dies (see [`PidLock::acquire_after_dying`]).
+pub const DYING_HOLDER_GRACE: Duration = Duration::from_secs(30);
+
+/// The pid of the running service, or `None` when none runs. A service
+/// that is dying is waited for, up to [`DYING_HOLDER_GRACE`].
 pub fn running_pid(path: &Path) -> Option<u32> {
     if !path.exists() {
         return None;
     }
-    match PidLock::acquire(path) {
+    match PidLock::acquire_after_dying(path, DYING_HOLDER_GRACE) {
         Ok(_released_at_once) => None,
         Err(LockError::Running { pid }) => Some(pid.unwrap_or(0)),
         Err(LockError::Io(_)) => None,
@@ -85,6 +124,24 @@ mod tests {
         assert_eq!(running_pid(&path), Some(std::process::id()));
         drop(held);
         assert_eq!(running_pid(&path), None);
+    }
+
+    #[test]
+    fn a_live_holder_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("msync.pid");
+        let _held = PidLock::acquire(&path).unwrap();
+        // This process holds it and is alive: refused at once, not after
+        // the grace.
+        let started = Instant::now();
+        let Err(LockError::Running { pid }) =
+            PidLock::acquire_after_dying(&path, Duration::from_secs(60))
+        else {
+            panic!("a held lock was taken");
+        };
+        assert_eq!(pid, Some(std::process::id()));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(!is_dying(std::process::id()));
     }
 
     #[test]

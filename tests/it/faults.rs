@@ -153,7 +153,7 @@ impl Service<'_> {
     fn kill(mut self) {
         let pid = self.pid();
         kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-        wait_gone(pid, Duration::from_secs(10));
+        wait_gone(&self.pool.install, Duration::from_secs(60));
         self.stopped = true;
     }
 }
@@ -181,23 +181,24 @@ impl Drop for Service<'_> {
     }
 }
 
-/// Waits until process `pid` has exited (a zombie counts: it holds no
-/// lock, no file and no socket any more).
-fn wait_gone(pid: u32, timeout: Duration) {
+/// Waits until the killed service is gone as far as anyone can tell: its
+/// pid lock is free and its socket refuses. Its leader turning zombie is
+/// not enough: another of its threads may still hold both for a while,
+/// longer where PID 1 is slow to reap.
+fn wait_gone(install: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
+    let pid_file = install.join("run/msync.pid");
+    let socket = install.join("run/msync.sock");
     loop {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
-            Ok(stat)
-                if stat
-                    .rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
-            {
-                return;
-            }
-            Ok(_) => {}
+        let lock_free = msync::service::running_pid(&pid_file).is_none();
+        let refuses = std::os::unix::net::UnixStream::connect(&socket).is_err();
+        if lock_free && refuses {
+            return;
         }
-        assert!(Instant::now() < deadline, "process {pid} did not exit");
+        assert!(
+            Instant::now() < deadline,
+            "the killed service still holds its lock or socket after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -220,7 +221,7 @@ fn mergerfs_daemons(mount_point: &Path) -> Vec<u32> {
 
 /// Waits until no mergerfs serves `mount_point` any more.
 fn wait_no_daemon(mount_point: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !mergerfs_daemons(mount_point).is_empty() {
         assert!(
             Instant::now() < deadline,

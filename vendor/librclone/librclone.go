@@ -48,8 +48,17 @@ func main() {}
 // RC call), installs it as the config store and starts the accounting
 // machinery that core/bwlimit and core/stats depend on.
 //
+// It also switches off rclone's atexit signal handler before any backend
+// can register it: that handler takes SIGINT/SIGTERM and calls os.Exit,
+// so the host would die without unmounting. The host owns those signals.
+// LIBRCLONE_ATEXIT_SIGNALS=keep leaves the handler as upstream librclone
+// has it, so msync's tests can prove it survives an upstream build too.
+//
 //export RcloneInitialize
 func RcloneInitialize() {
+	if mode, _ := hostEnv("LIBRCLONE_ATEXIT_SIGNALS"); mode != "keep" {
+		atexit.IgnoreSignals()
+	}
 	if path, ok := hostEnv("RCLONE_CONFIG"); ok {
 		if err := config.SetConfigPath(path); err != nil {
 			fs.Errorf(nil, "librclone: RCLONE_CONFIG %q: %v", path, err)
