@@ -128,18 +128,26 @@ pub struct StartArgs {
     #[arg(long, value_enum, value_name = "DRIVER")]
     pub union: Option<Driver>,
 
-    /// How long a written file must stay quiet before it is uploaded.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// How long a written file must stay quiet before it is uploaded
+    /// (0s to 10m).
+    #[arg(long, default_value = "1s", value_parser = parse_debounce, value_name = "DURATION")]
     pub debounce: Duration,
 
-    /// Time between full reconciles of every branch with its remote.
-    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// Time between full reconciles of every branch with its remote (1s to
+    /// 365d).
+    #[arg(long, default_value = "6h", value_parser = parse_reconcile_every, value_name = "DURATION")]
     pub reconcile_every: Duration,
 
-    /// Limit the upload bandwidth, in rclone's syntax (e.g. 10M for 10 MiB/s,
-    /// or a timetable like "08:00,512k 19:00,off").
-    #[arg(long, value_name = "RATE")]
+    /// Limit the upload bandwidth, in rclone's syntax: 10M for 10 MiB/s,
+    /// 512k, off; UP:DOWN for separate limits. rclone's timetables do not
+    /// tick inside msync and are refused: change the rate from a timer
+    /// (stop and start with another --bwlimit).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub bwlimit: Option<String>,
+
+    /// Changes a branch sends at once (like rclone's --transfers).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
+    pub transfers: u16,
 
     /// Start although the install was never imported while the clouds hold
     /// data (their extra files go to the remote's trash), and take the
@@ -214,7 +222,55 @@ pub struct RcArgs {
     pub run_async: bool,
 
     /// Limit rclone's bandwidth while the call runs, in rclone's syntax
-    /// (e.g. 10M for 10 MiB/s).
-    #[arg(long, value_name = "RATE")]
+    /// (e.g. 10M for 10 MiB/s; no timetables).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub bwlimit: Option<String>,
+}
+
+fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < min || duration > max {
+        return Err(format!(
+            "{text} is out of range: give {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_debounce(text: &str) -> Result<Duration, String> {
+    parse_duration_within(text, Duration::ZERO, Duration::from_secs(600))
+}
+
+fn parse_reconcile_every(text: &str) -> Result<Duration, String> {
+    parse_duration_within(
+        text,
+        Duration::from_secs(60),
+        Duration::from_secs(365 * 86_400),
+    )
+}
+
+/// One rclone rate (`off`, `10M`, `512k`, `1.5G`, `100`), or `UP:DOWN`.
+/// Timetables are refused: rclone's ticker never runs inside librclone.
+fn parse_rate(text: &str) -> Result<String, String> {
+    if text.contains([',', ' ', '-']) || text.matches(':').count() > 1 {
+        return Err(format!(
+            "{text:?} looks like a bandwidth timetable, which msync cannot apply: give one rate such as 10M (change it on a schedule by restarting with another --bwlimit)"
+        ));
+    }
+    let is_rate = |part: &str| {
+        let part = part
+            .strip_suffix(['b', 'B', 'k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P'])
+            .unwrap_or(part);
+        part == "off"
+            || (!part.is_empty() && part.parse::<f64>().is_ok_and(|v| v >= 0.0 && v.is_finite()))
+    };
+    if text == "off" || text.split(':').all(is_rate) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a rate: give a number with an optional unit (B, K, M, G, T, P), e.g. 10M, or off"
+        ))
+    }
 }

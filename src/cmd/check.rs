@@ -173,16 +173,26 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
         }
     };
     let mut report = Report { failed: false };
+    let unimported: Vec<&str> = install
+        .manifest
+        .branches
+        .iter()
+        .filter(|b| !b.imported)
+        .map(|b| b.name.as_str())
+        .collect();
     report.ok(
         "install",
         format!(
             "{} ({} branches, {})",
             install.root().display(),
             install.manifest.branches.len(),
-            if install.manifest.imported {
-                "imported"
+            if unimported.is_empty() {
+                "imported".to_owned()
             } else {
-                "not imported yet: run `msync import`"
+                format!(
+                    "not imported yet: {}; run `msync import`",
+                    unimported.join(", ")
+                )
             }
         ),
     );

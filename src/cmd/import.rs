@@ -139,7 +139,9 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
             ),
         ));
     }
-    install.manifest.imported = true;
+    for branch in &mut install.manifest.branches {
+        branch.imported = true;
+    }
     install.save()?;
     println!(
         "import complete: {} can be started",

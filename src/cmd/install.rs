@@ -71,7 +71,7 @@ pub fn run(global: &GlobalArgs, args: &InstallArgs) -> anyhow::Result<ExitCode> 
         };
         println!("  {mark} {} -> {}", branch.dir.display(), branch.remote);
     }
-    if !install.manifest.imported {
+    if !install.manifest.imported() {
         println!(
             "next: `msync import {}` restores what the remotes already hold",
             install.root().display()

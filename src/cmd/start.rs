@@ -68,6 +68,7 @@ fn run_service(
                 ..MassDeleteLimit::default()
             },
             trash_days: args.trash_days,
+            transfers: args.transfers.into(),
             ..EngineConfig::default()
         },
     };
@@ -116,7 +117,9 @@ fn start_in_background(
         .arg("--debounce")
         .arg(humantime::format_duration(args.debounce).to_string())
         .arg("--reconcile-every")
-        .arg(humantime::format_duration(args.reconcile_every).to_string());
+        .arg(humantime::format_duration(args.reconcile_every).to_string())
+        .arg("--transfers")
+        .arg(args.transfers.to_string());
     if let Some(driver) = args.union {
         command.arg("--union").arg(driver.name());
     }

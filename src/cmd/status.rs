@@ -61,12 +61,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// 0 when every branch is idle or syncing, 6 when one is retrying or in error.
+/// 0 when every branch is idle or syncing, 6 when one is retrying or in
+/// error, or holds a path that failed (a skipped FIFO or socket is no
+/// failure).
 fn health(status: &ServiceStatus) -> ExitCode {
-    let unhealthy = status
-        .branches
-        .iter()
-        .any(|b| matches!(b.state, BranchState::Retrying | BranchState::Error));
+    let unhealthy = status.branches.iter().any(|b| {
+        matches!(b.state, BranchState::Retrying | BranchState::Error)
+            || b.failing.iter().any(|f| f.class != "skipped")
+    });
     if unhealthy {
         ExitCode::RcloneFailed
     } else {
@@ -126,6 +128,19 @@ fn print_branch(branch: &BranchStatus) {
             HumanBytes(file.bytes.max(0) as u64),
             HumanBytes(file.size.max(0) as u64),
             HumanBytes(file.speed as u64)
+        );
+    }
+    if let Some(paused) = &branch.paused {
+        println!("      paused: {paused}");
+    }
+    for failing in &branch.failing {
+        let next = failing
+            .next_try_secs
+            .map(|s| format!(", next try in {s}s"))
+            .unwrap_or_default();
+        println!(
+            "      {} {}: {} (attempts {}{next})",
+            failing.class, failing.path, failing.reason, failing.attempts
         );
     }
     if let Some(warning) = &branch.warning {

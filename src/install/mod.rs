@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +23,10 @@ pub const MANIFEST_FILE: &str = "msync.json";
 /// without it (its disk not mounted, the directory replaced) is never
 /// synced: an empty directory must not pass for an emptied branch.
 pub const MARKER_FILE: &str = ".msync-branch";
-/// The manifest format this msync writes and reads.
-const FORMAT: u32 = 1;
+/// The manifest format this msync writes. Format 1 (one `imported` flag
+/// for the whole install, no branch identities) is read and migrated in
+/// place.
+const FORMAT: u32 = 2;
 
 /// Why an install dir cannot be used.
 #[derive(Debug, Error)]
@@ -69,6 +71,33 @@ pub struct Branch {
     pub dir: PathBuf,
     /// Where the branch is replicated: `<remote>:<remote path>`.
     pub remote: String,
+    /// Whether `msync import` has completed for this branch. A remote added
+    /// to an imported install is not, until the next import.
+    #[serde(default)]
+    pub imported: bool,
+    /// The branch directory's device and inode as msync made it: proves
+    /// that a directory whose marker was deleted is still this install's
+    /// own, so the marker can be put back (see [`MARKER_FILE`]).
+    #[serde(default)]
+    pub identity: Option<DirIdentity>,
+}
+
+/// A directory's device and inode.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl DirIdentity {
+    /// The identity of the directory at `path` (not following a link).
+    pub fn of(path: &Path) -> Option<DirIdentity> {
+        let meta = fs::symlink_metadata(path).ok()?;
+        meta.is_dir().then(|| DirIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
 }
 
 /// What `msync install` records.
@@ -82,9 +111,13 @@ pub struct Manifest {
     /// msync's directory on each remote.
     pub remote_path: String,
     pub branches: Vec<Branch>,
-    /// Whether `msync import` has completed for this install.
-    #[serde(default)]
-    pub imported: bool,
+}
+
+impl Manifest {
+    /// Whether `msync import` has completed for every branch.
+    pub fn imported(&self) -> bool {
+        self.branches.iter().all(|b| b.imported)
+    }
 }
 
 /// An opened install dir.
@@ -126,21 +159,29 @@ impl InstallDir {
             });
         }
         let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        let corrupt = |reason: String| InstallError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
+        let format = value["format"].as_u64().unwrap_or(0);
+        let migrated = match format {
+            1 => migrate_from_1(&mut value),
+            f if f == u64::from(FORMAT) => false,
+            f => {
+                return Err(corrupt(format!(
+                    "format {f} is not a format this msync reads (1 or {FORMAT}); a newer msync wrote it"
+                )));
+            }
+        };
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|err| InstallError::Corrupt {
-                path: path.clone(),
-                reason: err.to_string(),
-            })?;
-        if manifest.format != FORMAT {
-            return Err(InstallError::Corrupt {
-                path,
-                reason: format!(
-                    "format {} is not the format {FORMAT} this msync reads",
-                    manifest.format
-                ),
-            });
+            serde_json::from_value(value).map_err(|err| corrupt(err.to_string()))?;
+        let install = InstallDir { root, manifest };
+        if migrated {
+            install.save()?;
         }
-        Ok(InstallDir { root, manifest })
+        Ok(install)
     }
 
     /// Opens `dir` if it is an install dir, creates it if it is missing or
@@ -173,7 +214,6 @@ impl InstallDir {
                 rclone_config: rclone_config.to_path_buf(),
                 remote_path: remote_path.to_owned(),
                 branches: Vec::new(),
-                imported: false,
             },
         })
     }
@@ -227,10 +267,14 @@ impl InstallDir {
             self.write_marker(name, &dir)?;
         }
         let remote = format!("{name}:{}", self.manifest.remote_path);
+        // Only a directory msync made itself is vouched for.
+        let identity = if existed { None } else { DirIdentity::of(&dir) };
         self.manifest.branches.push(Branch {
             name: name.to_owned(),
             dir,
             remote,
+            imported: false,
+            identity,
         });
         Ok(true)
     }
@@ -243,10 +287,7 @@ impl InstallDir {
     /// What the marker of branch `name` holds: it ties the directory to this
     /// install, so a replaced directory does not pass for the branch.
     pub fn marker_text(&self, name: &str) -> String {
-        format!(
-            "msync branch {name} of install {}\n",
-            self.manifest.install_id
-        )
+        marker_text(name, &self.manifest.install_id)
     }
 
     /// Creates the private directories the service uses.
@@ -273,6 +314,35 @@ impl InstallDir {
             .map_err(io_error(&temporary))?;
         fs::rename(&temporary, &path).map_err(io_error(&path))
     }
+}
+
+/// Turns a format 1 manifest into format 2: each branch takes the install's
+/// `imported` flag, and a branch whose marker is in place is vouched for by
+/// its directory's identity now. Returns true (the manifest changed).
+/// The marker text of branch `name` of install `install_id`.
+pub fn marker_text(name: &str, install_id: &str) -> String {
+    format!("msync branch {name} of install {install_id}\n")
+}
+
+fn migrate_from_1(value: &mut serde_json::Value) -> bool {
+    let imported = value["imported"].as_bool().unwrap_or(false);
+    let install_id = value["install_id"].as_str().unwrap_or_default().to_owned();
+    if let Some(branches) = value["branches"].as_array_mut() {
+        for branch in branches {
+            let name = branch["name"].as_str().unwrap_or_default().to_owned();
+            let dir = PathBuf::from(branch["dir"].as_str().unwrap_or_default());
+            let marker = marker_text(&name, &install_id);
+            let vouched = fs::read_to_string(dir.join(MARKER_FILE)).is_ok_and(|t| t == marker);
+            let identity = vouched.then(|| DirIdentity::of(&dir)).flatten();
+            branch["imported"] = serde_json::json!(imported);
+            branch["identity"] = serde_json::to_value(identity).unwrap_or_default();
+        }
+    }
+    if let Some(object) = value.as_object_mut() {
+        object.remove("imported");
+        object.insert("format".into(), serde_json::json!(FORMAT));
+    }
+    true
 }
 
 /// Creates `dir` (and parents) and makes it 0700; refuses a symlink.
@@ -420,5 +490,64 @@ mod tests {
         assert!(matches!(err, InstallError::Corrupt { .. }), "{err}");
         let err = InstallDir::open(&temp.path().join("missing")).unwrap_err();
         assert!(matches!(err, InstallError::NotInstalled { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_format_1_manifest_is_migrated_in_place() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().canonicalize().unwrap();
+        let (kept, lost) = (root.join("branches/a"), root.join("branches/b"));
+        fs::create_dir_all(&kept).unwrap();
+        fs::create_dir_all(&lost).unwrap();
+        fs::write(kept.join(MARKER_FILE), marker_text("a", "id-1")).unwrap();
+        // As msync 0.1 wrote it: one flag for the whole install.
+        let old = serde_json::json!({
+            "format": 1,
+            "install_id": "id-1",
+            "rclone_config": "/etc/rclone.conf",
+            "remote_path": "msync",
+            "branches": [
+                {"name": "a", "dir": kept, "remote": "a:msync"},
+                {"name": "b", "dir": lost, "remote": "b:msync"},
+            ],
+            "imported": true,
+        });
+        fs::write(root.join(MANIFEST_FILE), old.to_string()).unwrap();
+
+        let install = InstallDir::open(&root).unwrap();
+        assert!(install.manifest.imported());
+        let [a, b] = &install.manifest.branches[..] else {
+            panic!("two branches expected");
+        };
+        assert_eq!(a.identity, DirIdentity::of(&kept));
+        // No marker: nothing vouches for that directory.
+        assert_eq!(b.identity, None);
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(root.join(MANIFEST_FILE)).unwrap()).unwrap();
+        assert_eq!(saved["format"], FORMAT);
+        assert!(saved.get("imported").is_none());
+        assert_eq!(InstallDir::open(&root).unwrap().manifest, install.manifest);
+    }
+
+    #[test]
+    fn a_manifest_from_a_newer_msync_is_refused() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join(MANIFEST_FILE), r#"{"format": 9}"#).unwrap();
+        let err = InstallDir::open(temp.path()).unwrap_err();
+        assert!(err.to_string().contains("a newer msync wrote it"), "{err}");
+    }
+
+    #[test]
+    fn a_branch_added_later_is_not_imported() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("inst");
+        let mut install =
+            InstallDir::open_or_create(&dir, Path::new("/etc/rclone.conf"), "msync").unwrap();
+        install.add_branch("a").unwrap();
+        install.manifest.branches[0].imported = true;
+        install.add_branch("b").unwrap();
+        assert!(!install.manifest.imported());
+        assert!(!install.manifest.branches[1].imported);
+        assert!(install.manifest.branches[1].identity.is_some());
     }
 }

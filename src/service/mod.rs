@@ -100,7 +100,7 @@ pub fn run(
     let _socket_file = RemoveOnDrop(install.socket_path());
 
     let rclone = load()?;
-    if !install.manifest.imported && !options.force {
+    if !options.force {
         refuse_unimported(rclone, &install)?;
     }
     let leases = Leases::new(rclone, &install.state_dir());
@@ -178,6 +178,7 @@ pub fn run(
             work_dir: install.state_dir(),
             marker: b.dir.join(MARKER_FILE),
             marker_text: install.marker_text(&b.name),
+            identity: b.identity,
         })
         .collect();
     let engine =
@@ -216,17 +217,18 @@ pub fn run(
     result
 }
 
-/// Refuses to start an install that was never imported while a remote
-/// holds files its branch lacks: the first reconcile would delete them.
+/// Refuses to start while a branch that was never imported has a remote
+/// holding files the branch lacks: the first reconcile would delete them.
+/// A remote added to an imported install counts as never imported.
 fn refuse_unimported(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
-    for branch in &install.manifest.branches {
+    for branch in install.manifest.branches.iter().filter(|b| !b.imported) {
         let plan = guard::plan(rclone, &branch.dir, &branch.remote, "msync/plan/start")
             .with_context(|| format!("listing {}", branch.remote))?;
         if plan.deletions > 0 {
             return Err(coded(
                 ExitCode::Refused,
                 format!(
-                    "{} holds {} file(s) that branch {} lacks, and this install was never imported: run `msync import {}` first (or start with --force to make the clouds match the branches, deleting those files into the remote's trash)",
+                    "{} holds {} file(s) that branch {} lacks, and that branch was never imported: run `msync import {}` first (or start with --force to make the clouds match the branches, deleting those files into the remote's trash)",
                     branch.remote,
                     plan.deletions,
                     branch.name,

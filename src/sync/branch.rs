@@ -1,7 +1,19 @@
-//! One branch's worker: a named thread (`msync-sync-<branch>`) that takes
-//! operations from the branch's queue and carries them out, one at a time
-//! and in order, retrying failures with backoff (the calls themselves are in
-//! [`ops`]).
+//! One branch's worker: a few named threads (`msync-sync-<branch>-<n>`,
+//! as many as the branch may run transfers at once) that take ready work
+//! from the branch's [`PathTable`], carry it out (the calls themselves are
+//! in [`ops`]) and record the outcome by its [`Failure`] class:
+//!
+//! - one path's failure holds up that path and the paths that depend on
+//!   it, nothing else;
+//! - a whole-remote failure pauses the branch: after a backoff one thread
+//!   probes with one unit of work while the others wait, and the branch
+//!   resumes the moment the probe goes through. A full remote still takes
+//!   deletes and moves while uploads wait;
+//! - a refused reconcile (see [`super::guard`]) holds every change of the
+//!   branch until a reconcile goes through.
+//!
+//! A full reconcile runs alone: when one is due the threads stop taking
+//! work, and the last to finish runs it.
 //!
 //! Every transfer of a branch is accounted in the stats group
 //! `msync/branch/<name>`, so `status` reads the files in flight from
@@ -14,13 +26,16 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
+use serde_json::json;
 
 mod ops;
 
-use super::queue::{Op, OpQueue};
+use super::failure::Failure;
 use super::status::{BranchState, BranchStatus, InFlight, Space};
+use super::table::{Op, PathTable, Taken, backoff};
 use super::{EngineConfig, guard};
-use crate::rclone::{Job, Rclone, RcloneError};
+use crate::install::DirIdentity;
+use crate::rclone::Rclone;
 
 /// How often a running job is polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -28,6 +43,11 @@ const POLL: Duration = Duration::from_millis(50);
 const HELD_RECHECK: Duration = Duration::from_secs(5);
 /// How often the remote's space is asked for at most.
 const SPACE_REFRESH: Duration = Duration::from_secs(600);
+/// Uploads one file-list job carries at most.
+const BATCH_MAX: usize = 1000;
+/// The first wait before a reconcile that left some paths behind, or was
+/// refused, is tried again; it doubles up to the reconcile interval.
+const RECONCILE_RETRY: Duration = Duration::from_secs(60);
 
 /// Where a branch lives, locally and on its remote.
 #[derive(Debug, Clone)]
@@ -43,41 +63,35 @@ pub struct BranchSpec {
     /// The branch's marker file and the text it must hold.
     pub marker: PathBuf,
     pub marker_text: String,
+    /// The branch directory's identity as recorded at install, which lets
+    /// a deleted marker be put back.
+    pub identity: Option<DirIdentity>,
 }
 
-/// Why one operation did not complete.
-#[derive(Debug)]
-enum Failure {
-    /// Worth retrying (network, server, quota…).
-    Transient(String),
-    /// Retrying cannot help (e.g. a name rclone cannot carry); the
-    /// operation is dropped and reported.
-    Permanent(String),
-    /// Cancelled by `stop`.
-    Cancelled,
-    /// A guard refused the work (see [`super::guard`]); it waits for the
-    /// next reconcile.
-    Refused(String),
-}
-
-impl From<RcloneError> for Failure {
-    fn from(err: RcloneError) -> Failure {
-        if err.status == 400 {
-            Failure::Permanent(err.to_string())
-        } else {
-            Failure::Transient(err.to_string())
-        }
-    }
+/// A whole-remote failure the branch is waiting out.
+#[derive(Debug, Clone)]
+struct Pause {
+    until: Instant,
+    failures: u32,
+    full: bool,
+    message: String,
+    /// A thread is trying the remote again; the others wait for it.
+    probing: bool,
 }
 
 #[derive(Debug)]
 struct Shared {
-    queue: OpQueue,
+    table: PathTable,
     reconcile_due: bool,
+    reconciling: bool,
     next_reconcile: Instant,
+    /// Reconciles in a row that were refused or left paths behind.
+    reconcile_failures: u32,
     stop_deadline: Option<Instant>,
-    current: Option<Job>,
-    state: BranchState,
+    pause: Option<Pause>,
+    /// A guard's refusal: every change waits until a reconcile goes
+    /// through.
+    refused: Option<String>,
     last_sync: Option<SystemTime>,
     last_error: Option<String>,
     warning: Option<String>,
@@ -103,17 +117,29 @@ pub struct BranchWorker {
     wake: Condvar,
 }
 
+/// A unit of work a thread took.
+enum Work {
+    /// A full reconcile, covering the entries it took off the table.
+    Reconcile(Vec<(u64, Op)>),
+    Ops {
+        taken: Taken,
+        probe: bool,
+    },
+}
+
 impl BranchWorker {
     pub fn new(spec: BranchSpec, config: EngineConfig, rclone: Rclone) -> BranchWorker {
         BranchWorker {
             shared: Mutex::new(Shared {
-                queue: OpQueue::default(),
+                table: PathTable::default(),
                 // Every start begins with a full reconcile.
                 reconcile_due: true,
+                reconciling: false,
                 next_reconcile: Instant::now() + config.reconcile_every,
+                reconcile_failures: 0,
                 stop_deadline: None,
-                current: None,
-                state: BranchState::Syncing,
+                pause: None,
+                refused: None,
                 last_sync: None,
                 last_error: None,
                 warning: None,
@@ -140,10 +166,18 @@ impl BranchWorker {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn wait<'a>(&self, shared: MutexGuard<'a, Shared>, until: Instant) -> MutexGuard<'a, Shared> {
+        let wait = until.saturating_duration_since(Instant::now());
+        self.wake
+            .wait_timeout(shared, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
     pub fn enqueue(&self, ops: impl IntoIterator<Item = Op>) {
         let mut shared = self.lock();
         for op in ops {
-            shared.queue.push(op);
+            shared.table.push(op);
         }
         self.wake.notify_all();
     }
@@ -162,7 +196,7 @@ impl BranchWorker {
         self.lock().warning = warning;
     }
 
-    /// Finish the queue until `deadline`, then cancel what runs and exit.
+    /// Finish the table until `deadline`, then cancel what runs and exit.
     pub fn stop_by(&self, deadline: Instant) {
         self.lock().stop_deadline = Some(deadline);
         self.wake.notify_all();
@@ -170,15 +204,18 @@ impl BranchWorker {
 
     /// The branch's status, with the files in flight from rclone's stats.
     pub fn status(&self) -> BranchStatus {
-        let (mut status, current) = {
+        let (mut status, busy) = {
             let shared = self.lock();
+            let now = Instant::now();
             let status = BranchStatus {
                 name: self.spec.name.clone(),
                 remote: self.spec.remote.clone(),
                 local: self.spec.local.clone(),
-                state: shared.state,
-                queued: shared.queue.len(),
+                state: shared.state(),
+                queued: shared.table.len(),
                 in_flight: Vec::new(),
+                failing: shared.table.failing(now),
+                paused: shared.pause.as_ref().map(|p| p.message.clone()),
                 last_sync: shared
                     .last_sync
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -188,12 +225,10 @@ impl BranchWorker {
                 files_sent: shared.files_sent,
                 bytes_sent: shared.bytes_sent,
             };
-            (status, shared.current.clone())
+            (status, shared.reconciling || shared.table.running() > 0)
         };
-        if let Some(job) = current
-            && let Ok(progress) = job.progress()
-        {
-            status.in_flight = progress
+        if busy && let Ok(stats) = self.stats() {
+            status.in_flight = stats
                 .transferring
                 .into_iter()
                 .map(|t| InFlight {
@@ -208,127 +243,57 @@ impl BranchWorker {
         status
     }
 
-    /// The thread body.
+    /// The body of each of the branch's threads.
     pub fn run(&self) {
-        let mut failures: u32 = 0;
-        loop {
-            let Some(work) = self.next_work() else {
+        while let Some(work) = self.next_work() {
+            let cancelled = match work {
+                Work::Reconcile(covered) => {
+                    let result = self.reconcile();
+                    self.reconciled(covered, result)
+                }
+                Work::Ops { taken, probe } => {
+                    let ops: Vec<Op> = taken.iter().map(|(_, op)| op.clone()).collect();
+                    let results = self.execute(&ops);
+                    self.executed(taken, results, probe)
+                }
+            };
+            if cancelled {
                 return;
-            };
-            let result = match &work {
-                Work::Reconcile(_) => self.reconcile(),
-                Work::Ops(ops) => self.execute(ops),
-            };
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    let mut shared = self.lock();
-                    shared.last_sync = Some(SystemTime::now());
-                    shared.last_error = None;
-                    shared.state = BranchState::Idle;
-                    drop(shared);
-                    if matches!(work, Work::Reconcile(_)) {
-                        self.refresh_space();
-                    }
-                }
-                Err(Failure::Permanent(message)) => {
-                    warn!(
-                        "{}: giving up on {}: {message}",
-                        self.spec.name,
-                        work.describe()
-                    );
-                    let mut shared = self.lock();
-                    shared.last_error = Some(message);
-                    shared.state = BranchState::Idle;
-                }
-                Err(Failure::Refused(message)) => {
-                    error!("{}: {message}", self.spec.name);
-                    let mut shared = self.lock();
-                    shared.last_error = Some(message);
-                    shared.state = BranchState::Error;
-                    // The changes the refused reconcile took still go out.
-                    shared.queue.restore(work.into_ops());
-                }
-                Err(Failure::Cancelled) => {
-                    info!("{}: {} cancelled", self.spec.name, work.describe());
-                    self.lock().queue.restore(work.into_ops());
-                    return;
-                }
-                Err(Failure::Transient(message)) => {
-                    failures += 1;
-                    let backoff = backoff(failures, self.config.max_backoff);
-                    warn!(
-                        "{}: {} failed (attempt {failures}, next in {}s): {message}",
-                        self.spec.name,
-                        work.describe(),
-                        backoff.as_secs()
-                    );
-                    let mut shared = self.lock();
-                    shared.last_error = Some(message);
-                    shared.state = BranchState::Retrying;
-                    match work {
-                        Work::Reconcile(covered) => {
-                            shared.queue.restore(covered);
-                            shared.reconcile_due = true;
-                        }
-                        Work::Ops(ops) => shared.queue.restore(ops),
-                    }
-                    let until = Instant::now() + backoff;
-                    while shared.stop_deadline.is_none() && Instant::now() < until {
-                        let wait = until.saturating_duration_since(Instant::now());
-                        shared = self
-                            .wake
-                            .wait_timeout(shared, wait)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
-                }
             }
         }
     }
 
-    /// Waits for the next unit of work; `None` when the worker must exit.
+    /// Waits for the next unit of work; `None` when the thread must exit.
     fn next_work(&self) -> Option<Work> {
         let mut shared = self.lock();
         loop {
             let now = Instant::now();
             if let Some(deadline) = shared.stop_deadline {
-                let nothing_left = shared.queue.is_empty() && !shared.reconcile_due;
+                // Changes a guard holds wait for the next start.
+                let nothing_left =
+                    (shared.table.is_empty() || shared.refused.is_some()) && !shared.reconcile_due;
                 if nothing_left || now >= deadline {
-                    if !nothing_left {
+                    if !nothing_left && !shared.reconciling && shared.table.running() == 0 {
                         warn!(
                             "{}: stopping with {} change(s) not sent; the next start's reconcile sends them",
                             self.spec.name,
-                            shared.queue.len()
+                            shared.table.len()
                         );
                     }
+                    self.wake.notify_all();
                     return None;
                 }
             }
-            let hold = shared.external_hold.clone().or_else(|| {
-                (!guard::marker_present(&self.spec.marker, &self.spec.marker_text)).then(|| {
-                    format!(
-                        "{} has no msync marker ({}): its disk may not be mounted or the directory was replaced; msync does not sync it until the marker is back",
-                        self.spec.local.display(),
-                        self.spec.marker.display()
-                    )
-                })
-            });
-            if let Some(reason) = hold {
+            if let Some(reason) = self.hold_reason(&shared) {
                 if shared.held.as_ref() != Some(&reason) {
                     error!("{}: {reason}", self.spec.name);
                     shared.last_error = Some(reason.clone());
                     shared.held = Some(reason);
                 }
-                shared.state = BranchState::Error;
                 if shared.stop_deadline.is_some() {
                     return None;
                 }
-                shared = self
-                    .wake
-                    .wait_timeout(shared, HELD_RECHECK)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                shared = self.wait(shared, now + HELD_RECHECK);
                 continue;
             }
             if shared.held.take().is_some() {
@@ -339,72 +304,287 @@ impl BranchWorker {
             if now >= shared.next_reconcile {
                 shared.reconcile_due = true;
             }
-            if shared.reconcile_due {
-                shared.reconcile_due = false;
-                shared.next_reconcile = now + self.config.reconcile_every;
-                shared.state = BranchState::Syncing;
-                // The reconcile lists the branch after this moment, so it
-                // covers every change queued before it.
-                return Some(Work::Reconcile(shared.queue.take_all()));
+            let mut wake_at = shared.next_reconcile;
+            if let Some(deadline) = shared.stop_deadline {
+                wake_at = wake_at.min(deadline);
             }
-            if !shared.queue.is_empty() {
-                shared.state = BranchState::Syncing;
-                return Some(Work::Ops(shared.queue.take_batch(self.config.burst)));
-            }
-            if shared.last_error.is_none() {
-                shared.state = BranchState::Idle;
-            }
-            let wake_at = match shared.stop_deadline {
-                Some(deadline) => deadline.min(shared.next_reconcile),
-                None => shared.next_reconcile,
+            // A paused remote: only the probe goes, and only once the
+            // backoff is over; a full one still takes what sends no bytes.
+            let (probe, full_only) = match &shared.pause {
+                Some(pause) if pause.probing => (false, pause.full),
+                Some(pause) if now < pause.until => {
+                    wake_at = wake_at.min(pause.until);
+                    (false, pause.full)
+                }
+                Some(_) => (true, false),
+                None => (false, false),
             };
-            let wait = wake_at.saturating_duration_since(now);
-            shared = self
-                .wake
-                .wait_timeout(shared, wait)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            let may_probe = probe && shared.table.running() == 0 && !shared.reconciling;
+            if shared.reconcile_due && !shared.reconciling && (shared.pause.is_none() || may_probe)
+            {
+                if shared.table.running() == 0 {
+                    shared.reconcile_due = false;
+                    shared.reconciling = true;
+                    shared.next_reconcile = now + self.config.reconcile_every;
+                    if let Some(pause) = &mut shared.pause {
+                        pause.probing = true;
+                    }
+                    // The reconcile lists the branch after this moment, so
+                    // it covers every change in the table before it.
+                    return Some(Work::Reconcile(shared.table.take_idle()));
+                }
+            } else if !shared.reconciling && shared.refused.is_none() {
+                let taken = if may_probe {
+                    shared.table.take(now, usize::MAX, 1, |_| true)
+                } else if shared.pause.is_none() || full_only {
+                    let burst = self.config.burst;
+                    shared
+                        .table
+                        .take(now, burst, BATCH_MAX, |op| !full_only || !op.sends_bytes())
+                } else {
+                    Vec::new()
+                };
+                if !taken.is_empty() {
+                    if may_probe && let Some(pause) = &mut shared.pause {
+                        pause.probing = true;
+                    }
+                    return Some(Work::Ops {
+                        taken,
+                        probe: may_probe,
+                    });
+                }
+                if let Some(at) = shared.table.next_try() {
+                    wake_at = wake_at.min(at);
+                }
+            }
+            shared = self.wait(shared, wake_at);
+        }
+    }
+
+    /// Why the branch must not be synced now, if it must not.
+    fn hold_reason(&self, shared: &Shared) -> Option<String> {
+        if let Some(hold) = &shared.external_hold {
+            return Some(hold.clone());
+        }
+        let spec = &self.spec;
+        match guard::check_marker(&spec.local, &spec.marker, &spec.marker_text, spec.identity) {
+            guard::Marker::Present => None,
+            guard::Marker::Restored => {
+                info!(
+                    "{}: the branch marker {} was deleted; put it back (the directory is the install's own)",
+                    spec.name,
+                    spec.marker.display()
+                );
+                None
+            }
+            guard::Marker::Missing => Some(format!(
+                "{} has no msync marker ({}): its disk may not be mounted or the directory was replaced; msync does not sync it until the marker is back",
+                spec.local.display(),
+                spec.marker.display()
+            )),
+        }
+    }
+
+    /// Records a reconcile's outcome; true when it was cancelled.
+    fn reconciled(&self, covered: Vec<(u64, Op)>, result: Result<(), Failure>) -> bool {
+        let mut shared = self.lock();
+        shared.reconciling = false;
+        self.wake.notify_all();
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                shared.pause = None;
+                shared.reconcile_failures = 0;
+                if shared.refused.take().is_some() {
+                    info!(
+                        "{}: the reconcile went through; syncing again",
+                        self.spec.name
+                    );
+                }
+                shared.table.clear_stuck();
+                shared.last_sync = Some(SystemTime::now());
+                shared.last_error = None;
+                drop(shared);
+                self.refresh_space();
+                false
+            }
+            Err(Failure::Cancelled) => {
+                shared.table.restore(covered);
+                info!("{}: reconcile cancelled", self.spec.name);
+                true
+            }
+            Err(Failure::Remote { full, message }) => {
+                shared.table.restore(covered);
+                shared.reconcile_due = true;
+                self.pause(&mut shared, full, message, "reconcile");
+                false
+            }
+            Err(Failure::Refused(message)) => {
+                // Held, not sent piecemeal: the changes wait for a
+                // reconcile the guard lets through.
+                error!("{}: {message}", self.spec.name);
+                shared.table.restore(covered);
+                shared.refused = Some(message.clone());
+                shared.last_error = Some(message);
+                self.retry_reconcile_later(&mut shared, now);
+                false
+            }
+            Err(failure) => {
+                // Some paths did not go (a file being written, a name the
+                // remote refuses); everything else did, deletes included.
+                // The covered changes go again one by one, so each bad path
+                // is found and listed; the reconcile is tried again later.
+                let pause_ended = shared.pause.take().is_some();
+                if pause_ended {
+                    info!("{}: the remote answers again", self.spec.name);
+                }
+                warn!(
+                    "{}: reconcile left some paths behind: {}",
+                    self.spec.name,
+                    failure.message()
+                );
+                shared.table.restore(covered);
+                shared.last_sync = Some(SystemTime::now());
+                self.retry_reconcile_later(&mut shared, now);
+                false
+            }
+        }
+    }
+
+    fn retry_reconcile_later(&self, shared: &mut Shared, now: Instant) {
+        shared.reconcile_failures += 1;
+        let wait = RECONCILE_RETRY
+            .saturating_mul(1 << shared.reconcile_failures.saturating_sub(1).min(16))
+            .min(self.config.reconcile_every);
+        shared.next_reconcile = now + wait;
+    }
+
+    /// Records the outcome of a unit of work; true when it was cancelled.
+    fn executed(&self, taken: Taken, results: Vec<Result<(), Failure>>, probe: bool) -> bool {
+        let mut shared = self.lock();
+        self.wake.notify_all();
+        let now = Instant::now();
+        let batch = taken.len() > 1;
+        let mut cancelled = false;
+        let mut remote_failure = None;
+        let mut answered = false;
+        for ((seq, op), result) in taken.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    answered = true;
+                    shared.table.succeeded(seq);
+                }
+                Err(Failure::Cancelled) => {
+                    cancelled = true;
+                    shared.table.release(seq);
+                }
+                Err(Failure::Remote { full, message }) => {
+                    shared.table.release(seq);
+                    remote_failure = Some((full, message));
+                }
+                Err(failure) if batch && !matches!(failure, Failure::Skipped(_)) => {
+                    answered = true;
+                    // Which file of the batch failed is not known: each goes
+                    // again on its own.
+                    info!(
+                        "{}: a batch upload failed ({}); sending its files one by one",
+                        self.spec.name,
+                        failure.message()
+                    );
+                    shared.table.split(seq);
+                }
+                Err(failure) => {
+                    answered = true;
+                    self.log_path_failure(&op, &failure);
+                    shared
+                        .table
+                        .failed(seq, &failure, now, self.config.max_backoff);
+                }
+            }
+        }
+        if let Some((full, message)) = remote_failure {
+            self.pause(&mut shared, full, message, "upload");
+        } else if answered
+            && (probe || shared.pause.as_ref().is_some_and(|p| !p.full))
+            && shared.pause.take().is_some()
+        {
+            info!("{}: the remote answers again; resuming", self.spec.name);
+        }
+        if answered && shared.table.failing(now).is_empty() {
+            shared.last_error = None;
+        }
+        if answered {
+            shared.last_sync = Some(SystemTime::now());
+        }
+        cancelled
+    }
+
+    fn log_path_failure(&self, op: &Op, failure: &Failure) {
+        let path = op.path().display();
+        match failure {
+            Failure::Skipped(message) => info!("{}: {path}: skipped: {message}", self.spec.name),
+            Failure::Path {
+                permanent: true,
+                message,
+            } => warn!(
+                "{}: {path}: not sent, and not tried again until it changes: {message}",
+                self.spec.name
+            ),
+            failure => warn!(
+                "{}: {path}: failed, retrying with backoff: {}",
+                self.spec.name,
+                failure.message()
+            ),
+        }
+    }
+
+    /// Pauses the branch after a whole-remote failure, or extends the
+    /// pause when the probe failed too.
+    fn pause(&self, shared: &mut Shared, full: bool, message: String, what: &str) {
+        let failures = shared.pause.as_ref().map_or(0, |p| p.failures) + 1;
+        let wait = backoff(failures, self.config.max_backoff);
+        warn!(
+            "{}: the remote {} ({what}); pausing the branch, next try in {}s: {message}",
+            self.spec.name,
+            if full { "is full" } else { "is not answering" },
+            wait.as_secs()
+        );
+        shared.last_error = Some(message.clone());
+        shared.pause = Some(Pause {
+            until: Instant::now() + wait,
+            failures,
+            full,
+            message,
+            probing: false,
+        });
+    }
+}
+
+impl Shared {
+    fn state(&self) -> BranchState {
+        if self.held.is_some() || self.refused.is_some() {
+            BranchState::Error
+        } else if self.pause.is_some()
+            || self
+                .table
+                .failing(Instant::now())
+                .iter()
+                .any(|f| f.class == "retrying")
+        {
+            BranchState::Retrying
+        } else if self.reconciling || self.reconcile_due || !self.table.is_empty() {
+            BranchState::Syncing
+        } else {
+            BranchState::Idle
         }
     }
 }
 
-/// A unit of work taken from the queue.
-enum Work {
-    /// A full reconcile, covering the operations it took off the queue.
-    Reconcile(Vec<Op>),
-    Ops(Vec<Op>),
-}
-
-impl Work {
-    fn describe(&self) -> String {
-        match self {
-            Work::Reconcile(_) => "reconcile".into(),
-            Work::Ops(ops) if ops.len() > 1 => format!("upload of {} files", ops.len()),
-            Work::Ops(ops) => format!("{:?}", ops[0]),
-        }
-    }
-
-    fn into_ops(self) -> Vec<Op> {
-        match self {
-            Work::Reconcile(ops) | Work::Ops(ops) => ops,
-        }
-    }
-}
-
-/// 1 s, 2 s, 4 s … up to `max`.
-fn backoff(failures: u32, max: Duration) -> Duration {
-    let seconds = 1u64 << failures.saturating_sub(1).min(16);
-    Duration::from_secs(seconds).min(max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_limit() {
-        let max = Duration::from_secs(60);
-        let steps: Vec<u64> = (1..=8).map(|n| backoff(n, max).as_secs()).collect();
-        assert_eq!(steps, [1, 2, 4, 8, 16, 32, 60, 60]);
+impl BranchWorker {
+    fn stats(&self) -> Result<crate::rclone::Progress, crate::rclone::RcloneError> {
+        let value = self
+            .rclone
+            .rpc("core/stats", &json!({"group": self.group()}))?;
+        Ok(serde_json::from_value(value).unwrap_or_default())
     }
 }

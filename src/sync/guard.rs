@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::{is_local_only, sync_filter};
+use crate::install::DirIdentity;
 use crate::rclone::{Call, Rclone, RcloneError};
 
 /// What a reconcile would do to the remote.
@@ -46,6 +47,39 @@ impl Default for MassDeleteLimit {
 /// Whether the branch carries its marker with the expected text.
 pub fn marker_present(marker: &Path, expected: &str) -> bool {
     std::fs::read_to_string(marker).is_ok_and(|text| text == expected)
+}
+
+/// What became of a branch's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Present,
+    /// It was missing, but the directory is provably the install's own
+    /// (the device and inode recorded when msync made it): put back.
+    Restored,
+    /// Missing or foreign, and nothing vouches for the directory.
+    Missing,
+}
+
+/// Checks the marker of the branch at `dir`, putting it back when it was
+/// deleted (through the pool, `rm pool/.msync-branch` deletes it from
+/// every branch) from a directory whose identity is the one recorded. A
+/// replaced directory or an unmounted disk has another identity and stays
+/// held.
+pub fn check_marker(
+    dir: &Path,
+    marker: &Path,
+    expected: &str,
+    identity: Option<DirIdentity>,
+) -> Marker {
+    if marker_present(marker, expected) {
+        return Marker::Present;
+    }
+    let ours = identity.is_some() && DirIdentity::of(dir) == identity;
+    let absent = std::fs::symlink_metadata(marker).is_err();
+    if ours && absent && std::fs::write(marker, expected).is_ok() {
+        return Marker::Restored;
+    }
+    Marker::Missing
 }
 
 /// Plans a reconcile, waiting as long as it takes (for `start`, before the

@@ -1,8 +1,11 @@
 //! The sync engine: turns changes seen in the branches into the rclone
-//! calls each change needs, one worker thread per branch.
+//! calls each change needs, per path, a few at a time per branch.
 //!
-//! A written file becomes `operations/copyfile`, a deleted one
-//! `operations/deletefile`, a rename a server-side `operations/movefile`
+//! Each branch keeps a table of the paths whose remote state must change
+//! (`table.rs`); its worker threads (`branch.rs`) take what is ready and
+//! classify every failure once (`failure.rs`), so one bad path never holds
+//! up the others. A written file becomes `operations/copyfile`, a deleted
+//! one a move into the trash, a rename a server-side `operations/movefile`
 //! (`sync/move` for a directory), a burst of new files one `sync/copy` job
 //! over a file list. A full reconcile (`sync/sync` branch → remote) runs at
 //! start, after the watcher lost events, and periodically. The engine never
@@ -10,10 +13,11 @@
 //! clouds are slow or away.
 
 mod branch;
+mod failure;
 pub mod guard;
 pub mod lease;
-mod queue;
 mod status;
+mod table;
 pub mod trash;
 
 use std::path::Path;
@@ -25,9 +29,10 @@ use serde_json::{Value, json};
 
 pub use branch::BranchSpec;
 use branch::BranchWorker;
+pub use failure::Failure;
 pub use guard::MassDeleteLimit;
-pub use queue::{Op, OpQueue};
 pub use status::{BranchState, BranchStatus, InFlight, Space};
+pub use table::{FailingPath, Op, PathTable};
 
 use crate::rclone::Rclone;
 use crate::watch::Change;
@@ -38,8 +43,21 @@ use crate::watch::Change;
 /// marker.
 pub const LOCAL_ONLY: &[&str] = &[".wh.", ".fuse_hidden", ".msync-branch"];
 
-/// Whether a path inside a branch is local-only (see [`LOCAL_ONLY`]).
+/// msync's reserved directory at the top of every remote directory (leases,
+/// trash). A `.msync` at the top of a branch stays local: sent, it would
+/// land in that reserved area.
+pub const RESERVED_DIR: &str = ".msync";
+
+/// Whether a path inside a branch is local-only (see [`LOCAL_ONLY`] and
+/// [`RESERVED_DIR`]).
 pub fn is_local_only(relative: &Path) -> bool {
+    if relative
+        .components()
+        .next()
+        .is_some_and(|first| first.as_os_str() == RESERVED_DIR)
+    {
+        return true;
+    }
     relative.components().any(|part| {
         let name = part.as_os_str().as_encoded_bytes();
         LOCAL_ONLY
@@ -67,8 +85,10 @@ pub fn sync_filter() -> Value {
 pub struct EngineConfig {
     /// Time between full reconciles.
     pub reconcile_every: Duration,
-    /// This many uploads waiting at once go as one `sync/copy` job.
+    /// This many uploads ready at once go as one `sync/copy` job.
     pub burst: usize,
+    /// Units of work a branch runs at once (like rclone's `--transfers`).
+    pub transfers: usize,
     /// The longest wait between retries.
     pub max_backoff: Duration,
     /// When a reconcile is refused for deleting too much.
@@ -82,6 +102,7 @@ impl Default for EngineConfig {
         EngineConfig {
             reconcile_every: Duration::from_secs(6 * 3600),
             burst: 8,
+            transfers: 4,
             max_backoff: Duration::from_secs(60),
             mass_delete: MassDeleteLimit::default(),
             trash_days: 30,
@@ -89,7 +110,11 @@ impl Default for EngineConfig {
     }
 }
 
-/// The running engine: one worker per branch.
+/// How long a stop waits, past its deadline, for a thread still inside a
+/// call that cannot be cancelled, before leaving it behind.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The running engine: one worker per branch, each with its threads.
 pub struct Engine {
     workers: Vec<Arc<BranchWorker>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -105,14 +130,15 @@ impl Engine {
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for spec in specs {
-            let name = format!("msync-sync-{}", spec.name);
             let worker = Arc::new(BranchWorker::new(spec, config, rclone));
-            let running = Arc::clone(&worker);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || running.run())?,
-            );
+            for n in 0..config.transfers.max(1) {
+                let running = Arc::clone(&worker);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("msync-sync-{}-{n}", worker.spec().name))
+                        .spawn(move || running.run())?,
+                );
+            }
             workers.push(worker);
         }
         Ok(Engine {
@@ -160,14 +186,28 @@ impl Engine {
     }
 
     /// Sends what is queued until `deadline`, cancels what still runs then,
-    /// and ends the workers.
+    /// and ends the workers. A thread still inside a plain call that cannot
+    /// be cancelled (a remote that does not answer) is left behind after a
+    /// grace: the process ends with it.
     pub fn stop_by(&self, deadline: Instant) {
         for worker in &self.workers {
             worker.stop_by(deadline);
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let give_up = deadline.max(Instant::now()) + STOP_GRACE;
         for thread in threads {
-            let _ = thread.join();
+            while !thread.is_finished() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                log::warn!(
+                    "{} is still inside an rclone call {}s after the stop deadline; leaving it",
+                    thread.thread().name().unwrap_or("a sync thread"),
+                    STOP_GRACE.as_secs()
+                );
+            }
         }
     }
 }
@@ -184,10 +224,19 @@ mod tests {
             "d/.wh.gone",
             "d/.fuse_hidden0001",
             ".msync-branch",
+            ".msync",
+            ".msync/trash/2026-11-24/x",
         ] {
             assert!(is_local_only(Path::new(path)), "{path}");
         }
-        for path in ["a.txt", "d/wh.txt", "d/x.wh.y", "fuse_hidden"] {
+        for path in [
+            "a.txt",
+            "d/wh.txt",
+            "d/x.wh.y",
+            "fuse_hidden",
+            "d/.msync/x",
+            ".msyncx",
+        ] {
             assert!(!is_local_only(Path::new(path)), "{path}");
         }
     }

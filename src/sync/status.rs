@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::table::FailingPath;
+
 /// A branch's state, as `status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -13,7 +15,7 @@ pub enum BranchState {
     Idle,
     /// Transferring, moving, deleting or reconciling.
     Syncing,
-    /// The last attempt failed; msync tries again with backoff.
+    /// A path or the whole remote failed; msync tries again with backoff.
     Retrying,
     /// msync will not sync this branch until the cause is fixed.
     Error,
@@ -46,9 +48,16 @@ pub struct BranchStatus {
     pub remote: String,
     pub local: PathBuf,
     pub state: BranchState,
-    /// Changes waiting to be sent.
+    /// Paths whose change is waiting to be sent or being sent.
     pub queued: usize,
     pub in_flight: Vec<InFlight>,
+    /// Paths not in step with the remote: retrying, failed for good (until
+    /// they change again) or skipped by design.
+    #[serde(default)]
+    pub failing: Vec<FailingPath>,
+    /// Why the whole remote is paused (unreachable, full), while it is.
+    #[serde(default)]
+    pub paused: Option<String>,
     /// When the remote last matched a change (RFC 3339, UTC).
     pub last_sync: Option<String>,
     pub last_error: Option<String>,

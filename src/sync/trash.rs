@@ -3,8 +3,12 @@
 //! backup-dir for overwrites, a server-side move for deletes), and trash
 //! days older than the retention are purged by the service.
 //!
+//! Every version is kept: a trashed file's name carries the UTC time of day
+//! it was replaced, before its extension (rclone's `--suffix` with
+//! `--suffix-keep-extension`), so `report.pdf` replaced three times in a day
+//! leaves `report~081502.117.pdf`, `report~093011.540.pdf` … side by side.
 //! Restoring is plain rclone, e.g.
-//! `rclone copy gdrive:msync/.msync/trash/2026-11-24 gdrive:msync`.
+//! `rclone copyto gdrive:msync/.msync/trash/2026-11-24/report~093011.540.pdf gdrive:msync/report.pdf`.
 
 use std::time::{Duration, SystemTime};
 
@@ -25,10 +29,44 @@ pub fn today(now: SystemTime) -> String {
     format!("{TRASH_DIR}/{}", day(now))
 }
 
+/// The version suffix of something replaced at `now`: `~HHMMSS.mmm`, UTC.
+pub fn suffix(now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_millis(now).to_string();
+    // 2026-11-24T08:15:02.117Z
+    format!(
+        "~{}{}{}.{}",
+        &stamp[11..13],
+        &stamp[14..16],
+        &stamp[17..19],
+        &stamp[20..23]
+    )
+}
+
+/// `name` with the version suffix of `now` before its extension, exactly as
+/// rclone names a backup with `SuffixKeepExtension`.
+pub fn versioned(name: &str, now: SystemTime) -> String {
+    let base_len = match name.rfind(['.', '/']) {
+        Some(dot) if name[dot..].starts_with('.') => dot,
+        _ => name.len(),
+    };
+    format!("{}{}{}", &name[..base_len], suffix(now), &name[base_len..])
+}
+
+/// Where a file or directory at `name` replaced at `now` goes in the trash,
+/// relative to the remote directory.
+pub fn trashed(name: &str, now: SystemTime) -> String {
+    format!("{}/{}", today(now), versioned(name, now))
+}
+
 /// rclone `_config` that sends overwritten and deleted files of `remote`
-/// (a `name:path` remote directory) to today's trash.
+/// (a `name:path` remote directory) to today's trash, each version under
+/// its own name.
 pub fn backup_config(remote: &str, now: SystemTime) -> Value {
-    json!({ "BackupDir": format!("{remote}/{}", today(now)) })
+    json!({
+        "BackupDir": format!("{remote}/{}", today(now)),
+        "Suffix": suffix(now),
+        "SuffixKeepExtension": true,
+    })
 }
 
 /// Purges the trash days of `remote` older than `keep_days`; returns the
@@ -79,7 +117,23 @@ mod tests {
         assert_eq!(today(time), ".msync/trash/2026-11-24");
         assert_eq!(
             backup_config("gdrive:msync", time),
-            json!({"BackupDir": "gdrive:msync/.msync/trash/2026-11-24"})
+            json!({
+                "BackupDir": "gdrive:msync/.msync/trash/2026-11-24",
+                "Suffix": "~235959.000",
+                "SuffixKeepExtension": true,
+            })
+        );
+    }
+
+    #[test]
+    fn versions_keep_the_extension_like_rclone() {
+        let time = humantime::parse_rfc3339("2026-11-24T08:15:02.117Z").unwrap();
+        assert_eq!(versioned("a/report.pdf", time), "a/report~081502.117.pdf");
+        assert_eq!(versioned("a.d/Makefile", time), "a.d/Makefile~081502.117");
+        assert_eq!(versioned("photos", time), "photos~081502.117");
+        assert_eq!(
+            trashed("x.tar.gz", time),
+            ".msync/trash/2026-11-24/x.tar~081502.117.gz"
         );
     }
 }

@@ -7,8 +7,11 @@
 //!
 //! Rules (the engine relies on them):
 //! - a `Write` is due only after the file was closed and then stayed quiet
-//!   for `debounce`; a modification without a close holds it indefinitely,
-//!   so a slow writer yields one `Write`, after its close;
+//!   for `debounce`; a modification without a close holds it, so a slow
+//!   writer yields one `Write`, after its close. A held file is *probed*
+//!   now and then ([`Debouncer::due_probes`]): the watcher asks whether
+//!   anyone still has it open for writing, and one nobody holds (a hard
+//!   link whose other name is gone) counts as closed;
 //! - deleting a path drops its pending `Write`/`DirCreate`;
 //! - a rename is due at once; writes and mkdirs pending at or below the old
 //!   path are re-keyed to the new one and queued behind the rename;
@@ -21,6 +24,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Change, ChangeKind};
+
+/// The first look at a file held open, then doubling up to the last.
+const PROBE_FIRST: Duration = Duration::from_millis(500);
+const PROBE_MAX: Duration = Duration::from_secs(30);
 
 /// An inotify event after the watcher resolved its branch and relative
 /// path and paired its rename halves.
@@ -74,6 +81,8 @@ pub struct Debouncer {
     /// contiguous range (paths order by component).
     by_path: BTreeMap<(usize, PathBuf), Vec<u64>>,
     by_deadline: BTreeSet<(Instant, u64)>,
+    /// Held writes to look at again: when, and the interval after that.
+    probes: BTreeMap<(usize, PathBuf), (Instant, Duration)>,
 }
 
 impl Debouncer {
@@ -84,6 +93,7 @@ impl Debouncer {
             entries: BTreeMap::new(),
             by_path: BTreeMap::new(),
             by_deadline: BTreeSet::new(),
+            probes: BTreeMap::new(),
         }
     }
 
@@ -95,13 +105,72 @@ impl Debouncer {
     /// When the earliest pending change becomes due; `None` when nothing is
     /// waiting on time (empty, or only files still open for writing).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.by_deadline.first().map(|&(at, _)| at)
+        let due = self.by_deadline.first().map(|&(at, _)| at);
+        let probe = self.probes.values().map(|&(at, _)| at).min();
+        match (due, probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Held writes whose probe is due: the caller looks whether each is
+    /// still open for writing and answers with [`Debouncer::probed`].
+    pub fn due_probes(&mut self, now: Instant) -> Vec<(usize, PathBuf)> {
+        let due: Vec<(usize, PathBuf)> = self
+            .probes
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        due.into_iter()
+            .filter(|(branch, path)| {
+                let held = self.is_held(*branch, path);
+                if !held {
+                    self.probes.remove(&(*branch, path.clone()));
+                }
+                held
+            })
+            .collect()
+    }
+
+    /// The answer to a probe: a file nobody writes any more is closed; one
+    /// still open is looked at again later.
+    pub fn probed(&mut self, branch: usize, path: PathBuf, open_for_writing: bool, now: Instant) {
+        let key = (branch, path);
+        if !open_for_writing {
+            self.probes.remove(&key);
+            if self.is_held(key.0, &key.1) {
+                let deadline = Some(now + self.debounce);
+                self.write(key.0, key.1, deadline);
+            }
+        } else if let Some((at, interval)) = self.probes.get_mut(&key) {
+            *interval = (*interval * 2).min(PROBE_MAX);
+            *at = now + *interval;
+        }
+    }
+
+    /// Whether the last change at `path` is a write held open.
+    fn is_held(&self, branch: usize, path: &Path) -> bool {
+        self.last_at(branch, path).is_some_and(|seq| {
+            let entry = &self.entries[&seq];
+            entry.kind == ChangeKind::Write && entry.deadline.is_none()
+        })
+    }
+
+    /// Starts probing a held write, unless it is probed already.
+    fn probe_later(&mut self, branch: usize, path: PathBuf, now: Instant) {
+        self.probes
+            .entry((branch, path))
+            .or_insert((now + PROBE_FIRST, PROBE_FIRST));
     }
 
     pub fn add_event(&mut self, ev: RawEvent, now: Instant) {
         let RawEvent { branch, path, kind } = ev;
         match kind {
-            RawKind::Modified => self.write(branch, path, None),
+            RawKind::Modified => {
+                self.write(branch, path.clone(), None);
+                self.probe_later(branch, path, now);
+            }
             RawKind::Closed => self.write(branch, path, Some(now + self.debounce)),
             RawKind::Found => {
                 let pending = self
@@ -151,6 +220,7 @@ impl Debouncer {
         self.entries.clear();
         self.by_path.clear();
         self.by_deadline.clear();
+        self.probes.clear();
     }
 
     fn write(&mut self, branch: usize, path: PathBuf, deadline: Option<Instant>) {
@@ -233,7 +303,11 @@ impl Debouncer {
         for seq in moving {
             let mut entry = self.remove(seq);
             entry.path = rekey(&entry.path, &from, &to);
+            let held = entry.deadline.is_none().then(|| entry.path.clone());
             self.push(entry);
+            if let Some(path) = held {
+                self.probe_later(branch, path, now);
+            }
         }
     }
 
@@ -326,6 +400,8 @@ impl Debouncer {
         }
         if let Some(at) = entry.deadline {
             self.by_deadline.remove(&(at, seq));
+        } else {
+            self.probes.remove(&key);
         }
         entry
     }
@@ -338,6 +414,7 @@ impl Debouncer {
         entry.deadline = deadline;
         if let Some(at) = deadline {
             self.by_deadline.insert((at, seq));
+            self.probes.remove(&(entry.branch, entry.path.clone()));
         }
     }
 

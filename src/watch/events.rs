@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor};
 
 use super::debounce::{Debouncer, RawEvent, RawKind};
+use super::open_files::{FileId, file_id, open_for_writing};
 use super::pairing::{MovedFrom, Pairer};
 use super::table::WatchTable;
 use super::{BranchRoot, IgnoreFn, WatchConfig, WatchMessage};
@@ -110,14 +111,35 @@ impl Worker {
         }
     }
 
-    /// Decides expired rename halves and sends the changes due at `now`.
+    /// Decides expired rename halves, probes files held open, and sends
+    /// the changes due at `now`.
     pub fn tick(&mut self, now: Instant) {
         for from in self.pairer.take_expired(now) {
             self.moved_out(from, now);
         }
+        self.probe_held(now);
         let changes = self.debouncer.drain_due(now);
         if !changes.is_empty() {
             self.send(WatchMessage::Changes(changes));
+        }
+    }
+
+    /// Files held since they appeared that went silent: each one nobody
+    /// has open for writing any more is complete (see [`super::open_files`]).
+    fn probe_held(&mut self, now: Instant) {
+        let due = self.debouncer.due_probes(now);
+        if due.is_empty() {
+            return;
+        }
+        let ids: Vec<Option<FileId>> = due
+            .iter()
+            .map(|(branch, path)| file_id(&self.abs(*branch, path)))
+            .collect();
+        let writing = open_for_writing(&ids.iter().flatten().copied().collect());
+        for ((branch, path), id) in due.into_iter().zip(ids) {
+            // Gone: its delete follows; held as it is, nothing is lost.
+            let open = id.is_none_or(|id| writing.contains(&id));
+            self.debouncer.probed(branch, path, open, now);
         }
     }
 

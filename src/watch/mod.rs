@@ -23,6 +23,7 @@
 mod debounce;
 mod events;
 mod inotify;
+mod open_files;
 mod pairing;
 mod scan;
 mod table;

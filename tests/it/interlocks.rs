@@ -64,7 +64,10 @@ fn force_makes_the_cloud_match_and_keeps_the_extra_files_in_the_trash() {
     pool.assert_in_sync();
     let trash = pool.sandbox.remote_files("cloud1:msync/.msync/trash");
     assert_eq!(trash.len(), 1, "{trash:?}");
-    assert!(trash[0].0.ends_with("/stray.txt"), "{trash:?}");
+    assert!(
+        unversioned(&trash[0].0).ends_with("/stray.txt"),
+        "{trash:?}"
+    );
     pool.stop();
 }
 
@@ -262,21 +265,33 @@ fn deleted_and_overwritten_files_go_to_the_trash_and_old_days_expire() {
     pool.settle(SETTLE);
     pool.assert_in_sync();
     let trash = pool.sandbox.remote_files("cloud1:msync/.msync/trash");
-    let names: Vec<&str> = trash.iter().map(|(p, _)| &p[11..]).collect();
+    // Each trashed name carries its version: <name>~HHMMSS.mmm<.ext>.
+    let names: Vec<String> = trash.iter().map(|(p, _)| unversioned(&p[11..])).collect();
     assert!(
-        names.contains(&"doc.txt") && names.contains(&"dir/gone.txt"),
+        names.contains(&"doc.txt".to_owned()) && names.contains(&"dir/gone.txt".to_owned()),
         "{trash:?}"
     );
-    let old_doc = trash.iter().find(|(p, _)| p.ends_with("/doc.txt")).unwrap();
+    let old_doc = trash
+        .iter()
+        .find(|(p, _)| unversioned(p).ends_with("/doc.txt"))
+        .unwrap();
     assert_eq!(old_doc.1, 100, "the trash holds the old version");
     pool.stop();
 
-    // Restoring is plain rclone, as the README shows.
-    let day = &trash[0].0[..10];
+    // Restoring is plain rclone, as the README shows: one version back
+    // under its name.
+    let gone = trash
+        .iter()
+        .find(|(p, _)| unversioned(p).ends_with("/dir/gone.txt"))
+        .unwrap();
     run(pool.sandbox.rclone_cli([
-        "copy",
-        &format!("cloud1:msync/.msync/trash/{day}/dir"),
-        &pool.sandbox.path().join("restored").to_string_lossy(),
+        "copyto",
+        &format!("cloud1:msync/.msync/trash/{}", gone.0),
+        &pool
+            .sandbox
+            .path()
+            .join("restored/gone.txt")
+            .to_string_lossy(),
     ]));
     assert_eq!(
         std::fs::read(pool.sandbox.path().join("restored/gone.txt"))
@@ -284,4 +299,26 @@ fn deleted_and_overwritten_files_go_to_the_trash_and_old_days_expire() {
             .len(),
         200
     );
+}
+
+/// A trash path without its version stamps (`~HHMMSS.mmm`).
+fn unversioned(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(at) = rest.find('~') {
+        out.push_str(&rest[..at]);
+        let stamp = &rest[at + 1..];
+        let is_stamp = stamp.len() >= 10
+            && stamp[..6].bytes().all(|b| b.is_ascii_digit())
+            && stamp.as_bytes()[6] == b'.'
+            && stamp[7..10].bytes().all(|b| b.is_ascii_digit());
+        if is_stamp {
+            rest = &stamp[10..];
+        } else {
+            out.push('~');
+            rest = stamp;
+        }
+    }
+    out.push_str(rest);
+    out
 }

@@ -2,7 +2,9 @@
 //! files, checked with Debian's rclone CLI.
 
 mod cli;
+mod engine;
 mod faults;
+mod guards;
 mod hardening;
 mod interlocks;
 mod loader;

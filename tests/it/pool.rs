@@ -92,13 +92,20 @@ impl Pool {
     }
 
     pub fn start(&mut self) {
-        run(self.msync([
+        self.start_with(&[]);
+    }
+
+    /// Starts the service with `extra` options.
+    pub fn start_with(&mut self, extra: &[&str]) {
+        let mut command = self.msync([
             "start",
             self.install.to_str().unwrap(),
             self.mount.to_str().unwrap(),
             "--debounce",
             DEBOUNCE,
-        ]));
+        ]);
+        command.args(extra);
+        run(command);
         self.running = true;
         assert!(
             msync::union::is_mounted(&self.mount),

@@ -1,22 +1,26 @@
 //! What a branch's worker does on the remote: each operation as the rclone
 //! call it needs, run as a job in the branch's stats group and waited for,
-//! with deletes and overwrites sent to the trash.
+//! with deletes and overwrites sent to the trash. Every outcome is a
+//! [`Failure`] class, decided here once.
 
+use std::fs::Metadata;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
 use serde_json::{Value, json};
 
-use super::{BranchWorker, Failure, POLL, SPACE_REFRESH};
+use super::{BranchWorker, POLL, SPACE_REFRESH};
+use crate::install::write_private;
+use crate::rclone::{Call, Job, Location};
+use crate::sync::failure::Failure;
+use crate::sync::status::Space;
+use crate::sync::table::Op;
+use crate::sync::{guard, sync_filter, trash};
 
 /// Files smaller than this are sent with one plain call, not a watched job.
 const SMALL_FILE: u64 = 1 << 20;
-use crate::install::write_private;
-use crate::rclone::{Call, Job, Location, RcloneError};
-use crate::sync::queue::Op;
-use crate::sync::status::Space;
-use crate::sync::{guard, sync_filter, trash};
 
 impl BranchWorker {
     fn local_fs(&self) -> String {
@@ -26,6 +30,10 @@ impl BranchWorker {
     /// `<remote>:<path>/<relative>` for a directory inside the branch.
     fn remote_dir(&self, relative: &str) -> String {
         format!("{}/{relative}", self.spec.remote)
+    }
+
+    fn at(&self, relative: &str) -> Location {
+        Location::new(&self.spec.remote, relative)
     }
 
     pub(super) fn reconcile(&self) -> Result<(), Failure> {
@@ -41,18 +49,34 @@ impl BranchWorker {
         if let Some(reason) = guard::refusal(&plan, self.config.mass_delete, before) {
             return Err(Failure::Refused(reason));
         }
+        // A file that fails (being written, a name the remote refuses)
+        // must not stop the deletes: rclone skips them after any error
+        // unless told to go on.
+        let mut config = self.trash_config();
+        config["IgnoreErrors"] = json!(true);
         let call = Call::sync(&self.local_fs(), &self.spec.remote)
             .filter(sync_filter())
-            .config(self.trash_config());
-        self.run_job(&call)?;
-        match write_private(&record, format!("{}\n", plan.local_files).as_bytes()) {
-            Ok(()) => self.lock().recorded_data = plan.local_files > 0,
+            .config(config);
+        let result = self.run_job(&call);
+        if matches!(result, Ok(()) | Err(Failure::Path { .. })) {
+            self.record_remote_files(&record, plan.local_files);
+            self.expire_trash();
+        }
+        result
+    }
+
+    fn record_remote_files(&self, record: &Path, files: usize) {
+        match write_private(record, format!("{files}\n").as_bytes()) {
+            Ok(()) => self.lock().recorded_data = files > 0,
             Err(err) => warn!(
                 "{}: cannot record the remote's file count in {}: {err}",
                 self.spec.name,
                 record.display()
             ),
         }
+    }
+
+    fn expire_trash(&self) {
         match trash::expire(
             self.rclone,
             &self.spec.remote,
@@ -65,7 +89,6 @@ impl BranchWorker {
             Ok(_) => {}
             Err(err) => warn!("{}: cannot expire the trash: {err}", self.spec.name),
         }
-        Ok(())
     }
 
     /// Overwritten and deleted remote files go to today's trash.
@@ -100,76 +123,107 @@ impl BranchWorker {
         self.lock().recorded_data = true;
     }
 
-    pub(super) fn execute(&self, ops: &[Op]) -> Result<(), Failure> {
-        let result = self.execute_ops(ops);
-        if result.is_ok() && ops.iter().any(|op| matches!(op, Op::Upload(_))) {
+    /// Carries out a unit of work: one result per operation, in order.
+    pub(super) fn execute(&self, ops: &[Op]) -> Vec<Result<(), Failure>> {
+        let results = if ops.len() > 1 {
+            self.upload_many(ops)
+        } else {
+            vec![self.execute_one(&ops[0])]
+        };
+        let uploaded = ops
+            .iter()
+            .zip(&results)
+            .any(|(op, result)| op.sends_bytes() && result.is_ok());
+        if uploaded {
             self.note_remote_holds_data();
         }
-        result
+        results
     }
 
-    fn execute_ops(&self, ops: &[Op]) -> Result<(), Failure> {
-        if ops.len() > 1 {
-            return self.upload_many(ops);
-        }
-        match &ops[0] {
+    fn execute_one(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::Upload(path) => self.upload(path),
-            Op::Delete(path) => {
-                let name = relative(path)?;
-                let trashed = format!("{}/{name}", trash::today(SystemTime::now()));
-                let call = Call::movefile(
-                    &Location::new(&self.spec.remote, name),
-                    &Location::new(&self.spec.remote, trashed),
-                );
-                ignore_not_found(call.run(self.rclone))
-            }
-            Op::DeleteDir(path) => {
-                let name = relative(path)?;
-                let trashed = format!("{}/{name}", trash::today(SystemTime::now()));
-                let call = Call::move_dir(&self.remote_dir(name), &self.remote_dir(&trashed));
-                match self.run_job(&call) {
-                    Err(Failure::Transient(message)) if is_not_found(&message) => Ok(()),
-                    Err(failure) => Err(failure),
-                    Ok(()) => {
-                        // sync/move empties the directory but leaves it.
-                        let rmdir = Call::new(
-                            "operations/rmdir",
-                            json!({"fs": self.spec.remote, "remote": name}),
-                        );
-                        ignore_not_found(rmdir.run(self.rclone))
-                    }
-                }
-            }
+            Op::Delete(path) => self.trash_file(relative(path)?),
+            Op::DeleteDir(path) => self.trash_dir(relative(path)?),
             Op::MakeDir(path) => {
                 if !self.spec.local.join(path).is_dir() {
                     return Ok(());
                 }
-                Call::mkdir(&Location::new(&self.spec.remote, relative(path)?)).run(self.rclone)?;
-                Ok(())
+                let name = relative(path)?;
+                match Call::mkdir(&self.at(name)).run(self.rclone) {
+                    Ok(_) => Ok(()),
+                    Err(err) => self.after_kind_conflict(name, true, err.into()),
+                }
             }
             Op::Move { from, to, is_dir } => self.move_remote(from, to, *is_dir),
         }
     }
 
+    /// Moves a remote file to the trash; nothing there is nothing to do.
+    fn trash_file(&self, name: &str) -> Result<(), Failure> {
+        let call = Call::movefile(
+            &self.at(name),
+            &self.at(&trash::trashed(name, SystemTime::now())),
+        );
+        ignore_not_found(call.run(self.rclone).map(|_| ()).map_err(Failure::from))
+    }
+
+    /// Moves a remote directory to the trash, as one versioned directory.
+    fn trash_dir(&self, name: &str) -> Result<(), Failure> {
+        let trashed = trash::today(SystemTime::now());
+        let trashed = format!("{trashed}/{name}{}", trash::suffix(SystemTime::now()));
+        let call = Call::move_dir(&self.remote_dir(name), &self.remote_dir(&trashed));
+        ignore_not_found(self.run_job(&call))?;
+        // sync/move empties the directory but leaves it.
+        let rmdir = Call::new(
+            "operations/rmdir",
+            json!({"fs": self.spec.remote, "remote": name}),
+        );
+        ignore_not_found(rmdir.run(self.rclone).map(|_| ()).map_err(Failure::from))
+    }
+
+    /// What the local path is, decided without opening it.
+    fn local_kind(&self, path: &Path) -> Option<Metadata> {
+        std::fs::symlink_metadata(self.spec.local.join(path)).ok()
+    }
+
     fn upload(&self, path: &Path) -> Result<(), Failure> {
         let name = relative(path)?;
-        let local = self.spec.local.join(path);
-        let Ok(meta) = std::fs::symlink_metadata(&local) else {
+        let Some(meta) = self.local_kind(path) else {
             // Gone since: the delete that follows covers it.
             return Ok(());
         };
-        if meta.file_type().is_symlink() {
-            info!("{}: {name}: symlinks are not uploaded", self.spec.name);
-            return Ok(());
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            // Links are not sent (yet); whatever the path held before it
+            // became one must not stay on the remote.
+            info!("{}: {name}: a symlink, not uploaded", self.spec.name);
+            return self.trash_file(name);
+        }
+        if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
+            // Opening a FIFO would block until someone writes to it; none
+            // of these holds data to send.
+            return Err(Failure::Skipped(format!(
+                "a {}, not a regular file: msync never opens or sends it",
+                special_kind(&meta)
+            )));
         }
         if meta.is_dir() {
+            let local = self.spec.local.join(path);
             let call = Call::copy(&local.to_string_lossy(), &self.remote_dir(name))
                 .filter(sync_filter())
                 // Backups keep their path below the remote directory.
                 .config(json!({
-                    "BackupDir": format!("{}/{}/{name}", self.spec.remote, trash::today(SystemTime::now()))
+                    "BackupDir": format!("{}/{}/{name}", self.spec.remote, trash::today(SystemTime::now())),
+                    "Suffix": trash::suffix(SystemTime::now()),
+                    "SuffixKeepExtension": true,
                 }));
-            return self.run_job(&call);
+            return match self.run_job(&call) {
+                Err(failure @ Failure::Path { .. }) => {
+                    self.after_kind_conflict(name, true, failure)
+                }
+                other => other,
+            };
         }
         // The filter keeps the trash (inside the destination) out of the
         // destination's listing, which rclone requires of a backup-dir.
@@ -179,83 +233,153 @@ impl BranchWorker {
         )
         .filter(sync_filter())
         .config(self.trash_config());
-        if meta.len() >= SMALL_FILE {
-            return self.run_job(&call);
+        let result = if meta.len() >= SMALL_FILE {
+            self.run_job(&call)
+        } else {
+            // A small file is done before a job could be watched: one call
+            // instead of a job and its polls, for the cheapest common change.
+            call.run_in(self.rclone, &self.group())
+                .map(|_| self.count_sent())
+                .map_err(Failure::from)
+        };
+        match result {
+            Err(failure @ Failure::Path { .. }) => self.after_kind_conflict(name, false, failure),
+            other => other,
         }
-        // A small file is done before a job could be watched: one call
-        // instead of a job and its polls, for the cheapest common change.
-        call.run_in(self.rclone, &self.group())?;
-        self.count_sent();
-        Ok(())
+    }
+
+    /// After a path failed: when the remote holds the other kind of thing
+    /// there (a directory where the branch now has a file, or the other way
+    /// round), that stale object goes to the trash and the work is retried
+    /// at once; otherwise the failure stands.
+    fn after_kind_conflict(
+        &self,
+        name: &str,
+        local_is_dir: bool,
+        failure: Failure,
+    ) -> Result<(), Failure> {
+        let remote = match self.rclone.stat(&self.at(name)) {
+            Ok(Some(entry)) => entry,
+            _ => return Err(failure),
+        };
+        if remote.is_dir == local_is_dir {
+            return Err(failure);
+        }
+        info!(
+            "{}: {name} changed kind; the remote's old {} goes to the trash",
+            self.spec.name,
+            if remote.is_dir { "directory" } else { "file" }
+        );
+        if remote.is_dir {
+            self.trash_dir(name)?;
+        } else {
+            self.trash_file(name)?;
+        }
+        if local_is_dir {
+            let call = Call::copy(
+                &self.spec.local.join(name).to_string_lossy(),
+                &self.remote_dir(name),
+            )
+            .filter(sync_filter());
+            self.run_job(&call)
+        } else {
+            let call = Call::copyfile(&Location::new(self.local_fs(), name), &self.at(name))
+                .filter(sync_filter());
+            self.run_job(&call)
+        }
     }
 
     /// The stats group of the branch's transfers.
-    fn group(&self) -> String {
+    pub(super) fn group(&self) -> String {
         format!("msync/branch/{}", self.spec.name)
     }
 
     /// Many new or changed files at once: one `sync/copy` job over a file
-    /// list, so rclone's parallel transfers work for the whole burst.
-    fn upload_many(&self, ops: &[Op]) -> Result<(), Failure> {
+    /// list, so rclone's parallel transfers work for the whole burst. What
+    /// is not a regular file now is handled on its own.
+    fn upload_many(&self, ops: &[Op]) -> Vec<Result<(), Failure>> {
+        let mut results: Vec<Option<Result<(), Failure>>> = vec![None; ops.len()];
+        let mut listed = Vec::new();
         let mut list = String::new();
-        for op in ops {
-            let Op::Upload(path) = op else { continue };
+        for (index, op) in ops.iter().enumerate() {
+            let Op::Upload(path) = op else {
+                results[index] = Some(self.execute_one(op));
+                continue;
+            };
+            let regular = self
+                .local_kind(path)
+                .is_some_and(|meta| meta.file_type().is_file());
             match relative(path) {
                 // A line of the list cannot hold these: sent on their own.
-                Ok(name) if name.contains('\n') || name.ends_with('\r') => self.upload(path)?,
-                Ok(name) => {
+                Ok(name) if regular && !name.contains('\n') && !name.ends_with('\r') => {
                     list.push_str(name);
                     list.push('\n');
+                    listed.push(index);
                 }
-                // One bad name must not hold up the rest of the burst.
-                Err(failure) => self.report_skipped(failure),
+                _ => results[index] = Some(self.upload(path)),
             }
         }
-        if list.is_empty() {
-            return Ok(());
+        if !listed.is_empty() {
+            let outcome = self.upload_list(&list);
+            for index in listed {
+                results[index] = Some(outcome.clone());
+            }
         }
-        let list_file = self.spec.work_dir.join(format!("{}.files", self.spec.name));
+        results
+            .into_iter()
+            .map(|r| r.expect("every operation has a result"))
+            .collect()
+    }
+
+    fn upload_list(&self, list: &str) -> Result<(), Failure> {
+        // Each thread of the branch has its own list file.
+        let list_file = self.spec.work_dir.join(format!(
+            "{}.{:?}.files",
+            self.spec.name,
+            std::thread::current().id()
+        ));
         write_private(&list_file, list.as_bytes())
-            .map_err(|e| Failure::Transient(format!("writing {}: {e}", list_file.display())))?;
+            .map_err(|e| Failure::transient(format!("writing {}: {e}", list_file.display())))?;
         // rclone refuses --files-from-raw together with other filters; the
         // list holds no local-only names (the watcher never reports them).
         let filter = json!({ "FilesFromRaw": [list_file] });
         let call = Call::copy(&self.local_fs(), &self.spec.remote)
             .filter(filter)
             .config(self.trash_config());
-        self.run_job(&call)
-    }
-
-    /// Logs and shows an operation that can never be done, and goes on.
-    pub(super) fn report_skipped(&self, failure: Failure) {
-        if let Failure::Permanent(message)
-        | Failure::Transient(message)
-        | Failure::Refused(message) = failure
-        {
-            warn!("{}: giving up: {message}", self.spec.name);
-            self.lock().last_error = Some(message);
-        }
+        let result = self.run_job(&call);
+        let _ = std::fs::remove_file(&list_file);
+        result
     }
 
     /// A rename: moved on the remote, server-side. When the remote has
-    /// nothing at the old name (it was never uploaded), the new name is
-    /// uploaded instead.
+    /// nothing at the old name (it was never uploaded: made and renamed
+    /// before its first upload, or its name is one the remote refuses),
+    /// the new name is uploaded instead.
     fn move_remote(&self, from: &Path, to: &Path, is_dir: bool) -> Result<(), Failure> {
         let (from_name, to_name) = (relative(from)?, relative(to)?);
         let result = if is_dir {
             let call = Call::move_dir(&self.remote_dir(from_name), &self.remote_dir(to_name));
             self.run_job(&call)
         } else {
-            let call = Call::movefile(
-                &Location::new(&self.spec.remote, from_name),
-                &Location::new(&self.spec.remote, to_name),
-            )
-            .filter(sync_filter())
-            .config(self.trash_config());
+            let call = Call::movefile(&self.at(from_name), &self.at(to_name))
+                .filter(sync_filter())
+                .config(self.trash_config());
             call.run(self.rclone).map(|_| ()).map_err(Failure::from)
         };
         match result {
-            Err(Failure::Transient(message)) if is_not_found(&message) => self.upload(to),
+            Err(
+                failure @ Failure::Path {
+                    permanent: true, ..
+                },
+            ) => {
+                info!(
+                    "{}: cannot move {from_name} on the remote ({}); uploading {to_name}",
+                    self.spec.name,
+                    failure.message()
+                );
+                self.upload(to)
+            }
+            Err(failure) if failure.is_not_found() => self.upload(to),
             other => other,
         }
     }
@@ -270,10 +394,7 @@ impl BranchWorker {
     /// so its stats can be read.
     fn run_job_in(&self, call: &Call, group: &str) -> Result<Job, Failure> {
         let job = call.start(self.rclone, group)?;
-        self.lock().current = Some(job.clone());
-        let outcome = self.wait_for(&job);
-        self.lock().current = None;
-        outcome.map(|()| job)
+        self.wait_for(&job).map(|()| job)
     }
 
     /// What a reconcile would do (see [`guard`]), with the dry run as a job
@@ -288,7 +409,14 @@ impl BranchWorker {
         };
         if remote_files > 0 {
             let dry_run = guard::dry_run(&self.spec.local, &self.spec.remote);
-            let job = self.run_job_in(&dry_run, &format!("msync/plan/{}", self.spec.name))?;
+            let job = match self.run_job_in(&dry_run, &format!("msync/plan/{}", self.spec.name)) {
+                // A dry run that met a busy file still counted the deletes.
+                Ok(job) => job,
+                Err(Failure::Path { .. }) => {
+                    return Err(Failure::transient("the reconcile's dry run failed"));
+                }
+                Err(failure) => return Err(failure),
+            };
             let deletes = job.progress().map(|p| p.deletes as usize);
             let _ = job.forget_stats();
             plan.deletions = deletes?;
@@ -308,11 +436,11 @@ impl BranchWorker {
                 if cancelled {
                     return Err(Failure::Cancelled);
                 }
-                return Err(if is_not_found(&status.error) {
-                    Failure::Transient(format!("{}: {}", job.method(), status.error))
-                } else {
-                    Failure::Transient(status.error)
-                });
+                return Err(Failure::from_message(format!(
+                    "{}: {}",
+                    job.method(),
+                    status.error
+                )));
             }
             let deadline = self.lock().stop_deadline;
             if !cancelled && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -324,13 +452,10 @@ impl BranchWorker {
     }
 
     fn count_sent(&self) {
-        if let Ok(stats) = self
-            .rclone
-            .rpc("core/stats", &json!({"group": self.group()}))
-        {
+        if let Ok(stats) = self.stats() {
             let mut shared = self.lock();
-            shared.files_sent = stats["transfers"].as_u64().unwrap_or(shared.files_sent);
-            shared.bytes_sent = stats["bytes"].as_u64().unwrap_or(shared.bytes_sent);
+            shared.files_sent = stats.transfers;
+            shared.bytes_sent = stats.bytes;
         }
     }
 
@@ -357,27 +482,34 @@ impl BranchWorker {
     }
 }
 
+fn special_kind(meta: &Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "device"
+    }
+}
+
 fn read_record(path: &Path) -> Option<usize> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 pub(super) fn relative(path: &Path) -> Result<&str, Failure> {
     path.to_str().ok_or_else(|| {
-        Failure::Permanent(format!(
+        Failure::permanent(format!(
             "{}: the name is not valid UTF-8, which rclone cannot carry; rename it",
             path.display()
         ))
     })
 }
 
-fn is_not_found(message: &str) -> bool {
-    message.contains("not found")
-}
-
-fn ignore_not_found(result: Result<Value, RcloneError>) -> Result<(), Failure> {
+/// Nothing at the source is nothing to do: the work's goal already holds.
+fn ignore_not_found(result: Result<(), Failure>) -> Result<(), Failure> {
     match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.is_not_found() => Ok(()),
-        Err(err) => Err(err.into()),
+        Err(failure) if failure.is_not_found() => Ok(()),
+        other => other,
     }
 }

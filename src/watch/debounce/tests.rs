@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{Debouncer, RawEvent, RawKind};
+use super::{Debouncer, PROBE_FIRST, RawEvent, RawKind};
 use crate::watch::{Change, ChangeKind};
 
 const D: Duration = Duration::from_millis(1000);
@@ -110,13 +110,14 @@ fn repeated_writes_coalesce_and_restart_the_timer() {
 fn a_modification_without_a_close_is_never_due() {
     let mut b = Bench::new();
     b.add(ms(0), "f", RawKind::Modified);
-    assert_eq!(b.d.next_deadline(), None);
+    // Only a probe is scheduled: no change falls due by time.
+    assert_eq!(b.d.next_deadline(), Some(b.at(PROBE_FIRST)));
     assert!(b.due(Duration::from_secs(3600)).is_empty());
     assert_eq!(b.d.pending(), 1);
     // A close that was due is held again by a later modification.
     b.add(ms(10), "g", RawKind::Closed);
     b.add(ms(20), "g", RawKind::Modified);
-    assert_eq!(b.d.next_deadline(), None);
+    assert_eq!(b.d.next_deadline(), Some(b.at(PROBE_FIRST)));
     assert!(b.due(Duration::from_secs(3600)).is_empty());
 }
 
@@ -296,7 +297,7 @@ fn a_scan_does_not_hurry_a_file_still_being_written() {
     let mut b = Bench::new();
     b.add(ms(0), "d/f", RawKind::Modified);
     b.add(ms(1), "d/f", RawKind::Found);
-    assert_eq!(b.d.next_deadline(), None);
+    assert_eq!(b.d.next_deadline(), Some(b.at(PROBE_FIRST)));
     b.add(ms(2), "d/g", RawKind::Found);
     assert_eq!(b.due(ms(2) + D), vec![write("d/g")]);
 }
@@ -325,13 +326,18 @@ fn next_deadline_follows_the_earliest_timer() {
     b.add(ms(50), "late", RawKind::Closed);
     b.add(ms(10), "early", RawKind::Closed);
     b.add(ms(0), "open", RawKind::Modified);
+    // The open file's probe comes first; once it found the file still
+    // open, the next probe is later than the closed files' timers.
+    assert_eq!(b.d.next_deadline(), Some(b.at(PROBE_FIRST)));
+    b.d.probed(0, "open".into(), true, b.at(PROBE_FIRST));
     assert_eq!(b.d.next_deadline(), Some(b.at(ms(10) + D)));
     b.add(ms(60), "x", renamed("y", false));
     assert_eq!(b.d.next_deadline(), Some(b.at(ms(60))));
     b.due(ms(60));
     assert_eq!(b.d.next_deadline(), Some(b.at(ms(10) + D)));
     b.due(ms(50) + D);
-    assert_eq!(b.d.next_deadline(), None);
+    // The open file's next probe is all that is left.
+    assert_eq!(b.d.next_deadline(), Some(b.at(PROBE_FIRST * 3)));
     assert_eq!(b.d.pending(), 1);
 }
 
@@ -352,4 +358,61 @@ fn drain_all_empties_everything_in_order() {
     assert_eq!(b.d.pending(), 0);
     assert_eq!(b.d.next_deadline(), None);
     assert!(b.d.drain_all().is_empty());
+}
+
+#[test]
+fn a_held_file_nobody_writes_is_probed_then_sent() {
+    let mut b = Bench::new();
+    // A hard link whose other name was unlinked before the watcher looked:
+    // it appears as a new file, and no close ever follows.
+    b.add(ms(0), "objects/ab/cdef", RawKind::Modified);
+    assert!(b.due(ms(10_000)).is_empty());
+    let probe_at = b.d.next_deadline().expect("a probe is scheduled");
+    assert_eq!(probe_at, b.at(PROBE_FIRST));
+    let due = b.d.due_probes(probe_at);
+    assert_eq!(due, [(0, PathBuf::from("objects/ab/cdef"))]);
+    b.d.probed(0, due[0].1.clone(), false, probe_at);
+    assert!(b.d.due_probes(probe_at + ms(60_000)).is_empty());
+    assert_eq!(
+        b.d.drain_due(probe_at + D),
+        [change("objects/ab/cdef", ChangeKind::Write)]
+    );
+}
+
+#[test]
+fn a_held_file_still_open_is_probed_less_and_less_often() {
+    let mut b = Bench::new();
+    b.add(ms(0), "app.log", RawKind::Modified);
+    let mut at = b.at(PROBE_FIRST);
+    let mut gaps = Vec::new();
+    for _ in 0..8 {
+        let due = b.d.due_probes(at);
+        assert_eq!(due.len(), 1);
+        b.d.probed(0, due[0].1.clone(), true, at);
+        let next = b.d.next_deadline().unwrap();
+        gaps.push((next - at).as_secs_f64());
+        at = next;
+    }
+    assert_eq!(gaps, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]);
+    assert!(b.d.drain_due(at).is_empty());
+    // Closed at last: sent once, no more probes.
+    b.add(ms(500_000), "app.log", RawKind::Closed);
+    assert!(b.d.due_probes(b.at(ms(600_000))).is_empty());
+    assert_eq!(b.due(ms(600_000)), [change("app.log", ChangeKind::Write)]);
+}
+
+#[test]
+fn a_held_file_renamed_is_probed_under_its_new_name() {
+    let mut b = Bench::new();
+    b.add(ms(0), "tmp/1.host", RawKind::Modified);
+    b.add(
+        ms(10),
+        "new/1.host",
+        RawKind::Renamed {
+            from: "tmp/1.host".into(),
+            is_dir: false,
+        },
+    );
+    let due = b.d.due_probes(b.at(ms(10) + PROBE_FIRST));
+    assert_eq!(due, [(0, PathBuf::from("new/1.host"))]);
 }

@@ -1,0 +1,274 @@
+//! Why a piece of remote work did not complete, classified once: from
+//! rclone's error (its status and message) and the local file's state, into
+//! the class the engine acts on.
+//!
+//! - [`Failure::Path`] concerns one path: a transient one (the file changed
+//!   while it was sent, a lock) is retried with backoff while every other
+//!   path goes on; a permanent one (a name or size the backend cannot hold,
+//!   a file type that cannot be sent) is not retried until the path changes
+//!   again.
+//! - [`Failure::Remote`] concerns the whole remote (network down, auth
+//!   expired, rate limited, full): the branch pauses and probes.
+//!
+//! rclone reports errors as text, so the classes are decided by matching
+//! the messages its backends produce; anything unrecognised is a transient
+//! failure of one path, the class that loses nothing and holds nothing up.
+
+use crate::rclone::RcloneError;
+
+/// Why one unit of work did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// This path only; the others go on.
+    Path { permanent: bool, message: String },
+    /// The whole remote is unusable for now; `full` when it is out of
+    /// space (deletes and moves may still go through then).
+    Remote { full: bool, message: String },
+    /// Cancelled by `stop`.
+    Cancelled,
+    /// A guard refused the work (see [`super::guard`]).
+    Refused(String),
+    /// The path is nothing msync sends (a FIFO, a socket, a device): left
+    /// alone, listed, never opened.
+    Skipped(String),
+}
+
+impl Failure {
+    /// A failure of one path that retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure::Path {
+            permanent: true,
+            message: message.into(),
+        }
+    }
+
+    /// A failure of one path that may go away.
+    pub fn transient(message: impl Into<String>) -> Failure {
+        Failure::Path {
+            permanent: false,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an error message from rclone (a call's or a job's).
+    pub fn from_message(message: impl Into<String>) -> Failure {
+        let message = message.into();
+        let lower = message.to_lowercase();
+        if FULL.iter().any(|m| lower.contains(m)) {
+            Failure::Remote {
+                full: true,
+                message,
+            }
+        } else if REMOTE_DOWN.iter().any(|m| lower.contains(m)) {
+            Failure::Remote {
+                full: false,
+                message,
+            }
+        } else if PATH_PERMANENT.iter().any(|m| lower.contains(m)) {
+            Failure::permanent(message)
+        } else {
+            Failure::transient(message)
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Path { message, .. } | Failure::Remote { message, .. } => message,
+            Failure::Refused(message) | Failure::Skipped(message) => message,
+            Failure::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the failure may come from the remote holding the other kind
+    /// of object at the path (a directory where a file goes, or a file
+    /// where a directory goes): only then is it worth looking.
+    pub fn may_be_kind_conflict(&self) -> bool {
+        let Failure::Path { message, .. } = self else {
+            return false;
+        };
+        let lower = message.to_lowercase();
+        KIND_CONFLICT.iter().any(|m| lower.contains(m))
+    }
+
+    /// Whether the failure says the source of the work does not exist (on
+    /// the remote for a move or a delete): nothing was there to act on.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Failure::Path { message, .. } => says_not_found(message),
+            _ => false,
+        }
+    }
+}
+
+impl From<RcloneError> for Failure {
+    fn from(err: RcloneError) -> Failure {
+        // 400 is rclone refusing the parameters: the same call fails again.
+        if err.status == 400 {
+            return Failure::permanent(err.to_string());
+        }
+        if err.status == 404 {
+            return Failure::transient(format!("{}: not found", err));
+        }
+        Failure::from_message(err.to_string())
+    }
+}
+
+/// Whether an error message says that something does not exist. Backends
+/// word it differently: rclone's own "not found", the local and sftp
+/// backends' errno text.
+pub fn says_not_found(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    NOT_FOUND.iter().any(|m| lower.contains(m))
+}
+
+const NOT_FOUND: &[&str] = &[
+    "not found",
+    "no such file or directory",
+    "file does not exist",
+    "does not exist",
+];
+
+/// What backends say when a file meets a directory or the other way round.
+const KIND_CONFLICT: &[&str] = &[
+    "is a directory",
+    "not a directory",
+    "is a file not a directory",
+    "file exists",
+    "directory not empty",
+    "object is a directory",
+    "can't copy directory",
+    "already exists",
+];
+
+/// The remote is out of space or over quota.
+const FULL: &[&str] = &[
+    "no space left on device",
+    "disk quota exceeded",
+    "file too big for remaining disk space",
+    "insufficient storage",
+    "quota exceeded",
+    "quotaexceeded",
+    "storagequotaexceeded",
+    "over quota",
+    "insufficient_space",
+    "status 507",
+    "507 insufficient",
+];
+
+/// The remote cannot be reached or will not serve anyone now.
+const REMOTE_DOWN: &[&str] = &[
+    "connection refused",
+    "connection reset",
+    "no route to host",
+    "network is unreachable",
+    "i/o timeout",
+    "dial tcp",
+    "couldn't connect",
+    "failed to connect",
+    "ssh: handshake failed",
+    "broken pipe",
+    "unexpected eof",
+    "use of closed network connection",
+    "connection lost",
+    "context deadline exceeded",
+    "tls handshake timeout",
+    "temporary failure in name resolution",
+    "no such host",
+    "too many requests",
+    "rate limit",
+    "ratelimit",
+    "status 429",
+    "429 too many",
+    "unauthorized",
+    "invalid_grant",
+    "token expired",
+    "status 401",
+    "status 503",
+    "service unavailable",
+];
+
+/// One path the backend can never hold as it is.
+const PATH_PERMANENT: &[&str] = &[
+    "file name too long",
+    "name too long",
+    "filename too long",
+    "not valid utf-8",
+    "invalid utf-8",
+    "can't transfer non file/directory",
+    "is not a regular file",
+    "illegal byte sequence",
+    "object too large",
+    "file too large",
+    "entitytoolarge",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(message: &str) -> &'static str {
+        match Failure::from_message(message) {
+            Failure::Path {
+                permanent: true, ..
+            } => "path permanent",
+            Failure::Path { .. } => "path transient",
+            Failure::Remote { full: true, .. } => "remote full",
+            Failure::Remote { .. } => "remote down",
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn messages_of_real_backends_are_classified() {
+        for (message, expected) in [
+            (
+                "preallocate: file too big for remaining disk space",
+                "remote full",
+            ),
+            ("write /cloud/a: no space left on device", "remote full"),
+            (
+                "couldn't connect SSH: dial tcp 127.0.0.1:2222: connect: connection refused",
+                "remote down",
+            ),
+            ("googleapi: Error 429: Rate Limit Exceeded", "remote down"),
+            (
+                "failed to make directory: open /x/aaaa: file name too long",
+                "path permanent",
+            ),
+            (
+                "can't copy - source file is being updated (size changed from 10 to 20)",
+                "path transient",
+            ),
+            ("rename /a /b: no such file or directory", "path transient"),
+        ] {
+            assert_eq!(class(message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn not_found_in_every_wording() {
+        for message in [
+            "object not found",
+            "directory not found",
+            "rename /c/a /c/b: no such file or directory",
+            "sftp: \"file does not exist\" (SSH_FX_NO_SUCH_FILE)",
+        ] {
+            assert!(Failure::transient(message).is_not_found(), "{message}");
+        }
+        assert!(!Failure::transient("permission denied").is_not_found());
+    }
+
+    #[test]
+    fn rclone_statuses_decide_first() {
+        let bad_params = RcloneError::new("operations/copyfile", 400, "didn't find key");
+        assert!(matches!(
+            Failure::from(bad_params),
+            Failure::Path {
+                permanent: true,
+                ..
+            }
+        ));
+        let missing = RcloneError::new("operations/movefile", 404, "object");
+        assert!(Failure::from(missing).is_not_found());
+    }
+}
