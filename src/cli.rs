@@ -145,6 +145,12 @@ pub struct StartArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub bwlimit: Option<String>,
 
+    /// How long another installation's lease on a remote must stay
+    /// unchanged, as seen from this host, before msync takes it over (its
+    /// holder is gone). Judged by this host's clock only.
+    #[arg(long, default_value = "5m", value_parser = parse_lease_expiry, value_name = "DURATION")]
+    pub lease_expiry: Duration,
+
     /// Changes a branch sends at once (like rclone's --transfers).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
     pub transfers: u16,
@@ -241,6 +247,10 @@ fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result<Dur
 
 fn parse_debounce(text: &str) -> Result<Duration, String> {
     parse_duration_within(text, Duration::ZERO, Duration::from_secs(600))
+}
+
+fn parse_lease_expiry(text: &str) -> Result<Duration, String> {
+    parse_duration_within(text, Duration::from_secs(1), Duration::from_secs(86_400))
 }
 
 fn parse_reconcile_every(text: &str) -> Result<Duration, String> {

@@ -61,6 +61,7 @@ fn run_service(
         force: args.force,
         union: args.union,
         debounce: args.debounce,
+        lease_expiry: args.lease_expiry,
         engine: EngineConfig {
             reconcile_every: args.reconcile_every,
             mass_delete: MassDeleteLimit {
@@ -119,7 +120,9 @@ fn start_in_background(
         .arg("--reconcile-every")
         .arg(humantime::format_duration(args.reconcile_every).to_string())
         .arg("--transfers")
-        .arg(args.transfers.to_string());
+        .arg(args.transfers.to_string())
+        .arg("--lease-expiry")
+        .arg(humantime::format_duration(args.lease_expiry).to_string());
     if let Some(driver) = args.union {
         command.arg("--union").arg(driver.name());
     }

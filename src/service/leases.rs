@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::Duration;
 
 use log::{error, info, warn};
 
@@ -33,6 +34,11 @@ pub(super) fn take_leases(
                 warn!("{}: took the lease of {holder} by force", branch.remote)
             }
             Ok(Taken::Free | Taken::Renewed) => {}
+            Err(err @ LeaseError::Watching { .. }) => {
+                let reason = format!("{err}; this branch waits until then");
+                warn!("{reason}");
+                unreachable.push((index, reason));
+            }
             Err(err @ LeaseError::Held { .. }) => {
                 for taken in &install.manifest.branches[..index] {
                     let _ = leases.release(&taken.remote, lease);
@@ -69,13 +75,15 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Renews the leases every minute on the thread `msync-lease`; a lease
-/// another installation took stops that branch. Dropping the returned
-/// sender ends the thread.
+/// Renews the leases five times per expiry on the thread `msync-lease`; a
+/// lease another installation holds stops that branch until it is ours
+/// again (given back, or seen abandoned for the expiry). Dropping the
+/// returned sender ends the thread.
 pub(super) fn renew_leases(
     install: &InstallDir,
     rclone: Rclone,
     lease: &Lease,
+    expiry: Duration,
     engine: &Arc<Engine>,
 ) -> anyhow::Result<Sender<()>> {
     let (stop, stopped) = mpsc::channel::<()>();
@@ -86,17 +94,22 @@ pub(super) fn renew_leases(
         .map(|b| b.remote.clone())
         .collect();
     let (leases, lease, engine) = (
-        Leases::new(rclone, &install.state_dir()),
+        Leases::new(rclone, &install.state_dir(), expiry),
         lease.clone(),
         Arc::clone(engine),
     );
     std::thread::Builder::new()
         .name("msync-lease".into())
         .spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease::RENEW_EVERY) {
+            let every = lease::renew_every(expiry);
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 for (index, remote) in remotes.iter().enumerate() {
                     match leases.renew(remote, &lease) {
-                        Ok(()) => engine.hold(index, None),
+                        Ok(Taken::TookOver(holder)) => {
+                            info!("{remote}: took over a stale lease of {holder}");
+                            engine.hold(index, None);
+                        }
+                        Ok(_) => engine.hold(index, None),
                         Err(err @ LeaseError::Held { .. }) => {
                             error!("{err}");
                             engine.hold(index, Some(format!("lost the lease: {err}")));

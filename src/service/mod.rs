@@ -56,6 +56,9 @@ pub struct ServiceOptions {
     pub union: Option<Driver>,
     pub debounce: Duration,
     pub engine: EngineConfig,
+    /// How long another installation's lease must stay unchanged, as seen
+    /// from here, before it is taken over.
+    pub lease_expiry: Duration,
 }
 
 /// Everything the main loop holds.
@@ -94,8 +97,21 @@ pub fn run(
     };
     // Everything that can be refused locally is, before a remote is
     // touched or anything is mounted.
-    let driver = union::select(options.union, &Availability::probe())?;
-    let mount_point_exists = check_mount_point(&options.mount_point, &install)?;
+    let mut driver = union::select(options.union, &Availability::probe())?;
+    let found = check_mount_point(&options.mount_point, &install)?;
+    if found == MountPoint::Adopted && options.union.is_none() {
+        driver = Driver::Mergerfs;
+    }
+    if found == MountPoint::Adopted && driver != Driver::Mergerfs {
+        return Err(coded(
+            ExitCode::MountError,
+            format!(
+                "{} holds the mergerfs union of a previous service, but --union {} was asked for; start with --union mergerfs, or stop what uses the mount and unmount it",
+                options.mount_point.display(),
+                driver.name()
+            ),
+        ));
+    }
     let listener = control::bind(&install.socket_path()).context("opening the control socket")?;
     let _socket_file = RemoveOnDrop(install.socket_path());
 
@@ -103,7 +119,7 @@ pub fn run(
     if !options.force {
         refuse_unimported(rclone, &install)?;
     }
-    let leases = Leases::new(rclone, &install.state_dir());
+    let leases = Leases::new(rclone, &install.state_dir(), options.lease_expiry);
     let lease = Lease::ours(&install.manifest.install_id, install.root());
     let unreachable = take_leases(&leases, &install, &lease, options.force)?;
     let held = LeaseGuard {
@@ -117,7 +133,7 @@ pub fn run(
         lease: lease.clone(),
     };
 
-    if !mount_point_exists {
+    if found == MountPoint::Missing {
         std::fs::create_dir_all(&options.mount_point).with_context(|| {
             format!("creating the mount point {}", options.mount_point.display())
         })?;
@@ -131,17 +147,26 @@ pub fn run(
         .collect();
     let mut mounted = MountGuard {
         mount_point: mount_point.clone(),
-        created: !mount_point_exists,
+        created: found == MountPoint::Missing,
         mounted: false,
     };
-    union::mount(driver, &branch_dirs, &mount_point)?;
-    mounted.mounted = true;
-    info!(
-        "mounted {} branches at {} with {}",
-        branch_dirs.len(),
-        mount_point.display(),
-        driver.name()
-    );
+    if found == MountPoint::Adopted {
+        // A failed start leaves an adopted union as it found it.
+        info!(
+            "using the union left mounted at {} ({} branches, mergerfs)",
+            mount_point.display(),
+            branch_dirs.len()
+        );
+    } else {
+        union::mount(driver, &branch_dirs, &mount_point)?;
+        mounted.mounted = true;
+        info!(
+            "mounted {} branches at {} with {}",
+            branch_dirs.len(),
+            mount_point.display(),
+            driver.name()
+        );
+    }
 
     // The watcher starts before the engine's first reconcile lists the
     // branches, so no change falls between the two.
@@ -200,7 +225,7 @@ pub fn run(
     )?;
     info!("msync service running (pid {})", std::process::id());
 
-    let renewer = renew_leases(&install, rclone, &lease, &engine)?;
+    let renewer = renew_leases(&install, rclone, &lease, options.lease_expiry, &engine)?;
     // From here the main loop's shutdown unmounts.
     mounted.mounted = false;
     mounted.created = false;
@@ -297,20 +322,33 @@ fn serve_control(
     control::serve_on(listener, Arc::new(status), stops).context("serving the control socket")
 }
 
-/// Refuses a mount point that is not an empty, unmounted directory;
-/// returns whether it exists (a missing one is created later). A union a dead
-/// service of this install left mounted there is unmounted first (the
-/// caller holds the pid lock; see [`stale_mount`]).
-fn check_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool> {
+/// What the start does at its mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MountPoint {
+    /// Missing: created, then mounted.
+    Missing,
+    /// An empty directory: mounted.
+    Empty,
+    /// The live union a crashed service of this install left: used as it
+    /// is (see [`stale_mount`]).
+    Adopted,
+}
+
+/// Refuses a mount point that is not an empty, unmounted directory, unless
+/// it holds the union a crashed service of this install left (adopted if
+/// still served, cleared if dead; the caller holds the pid lock).
+fn check_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<MountPoint> {
     let branches: Vec<PathBuf> = install
         .manifest
         .branches
         .iter()
         .map(|b| b.dir.clone())
         .collect();
-    stale_mount::clear(path, &branches)?;
+    if stale_mount::examine(path, &branches)? == stale_mount::Left::Adoptable {
+        return Ok(MountPoint::Adopted);
+    }
     match std::fs::symlink_metadata(path) {
-        Err(_) => Ok(false),
+        Err(_) => Ok(MountPoint::Missing),
         Ok(meta) if !meta.is_dir() => Err(coded(
             ExitCode::MountError,
             format!(
@@ -336,7 +374,7 @@ fn check_mount_point(path: &Path, install: &InstallDir) -> anyhow::Result<bool> 
                     ),
                 ));
             }
-            Ok(true)
+            Ok(MountPoint::Empty)
         }
     }
 }

@@ -1,13 +1,16 @@
 //! A union left mounted by a service of this install that did not stop
 //! cleanly (SIGKILL, the OOM killer, a crash): mergerfs runs as its own
-//! daemon, so the mount outlives the service, and the next start would find
-//! its mount point taken. This module recognises such a mount and unmounts
-//! it. It is only called with the install's pid lock held, so no service of
-//! this install runs and the mount is nobody's any more.
+//! daemon, so the mount outlives the service. This module tells the next
+//! start what it finds there. It is only called with the install's pid
+//! lock held, so no service of this install runs.
 //!
-//! It never kills a process: once unmounted, a live mergerfs daemon exits
-//! by itself. It never touches a mount that is not provably msync's own
-//! union of these branches, or dead.
+//! A union still served by a live mergerfs over exactly these branches is
+//! *adopted*: applications may be writing through it, and unmounting or
+//! detaching it under them would send their later files into the bare
+//! mount-point directory. Only a dead union (its daemon gone: every access
+//! fails with ENOTCONN) is cleared. It never kills a process, and never
+//! touches a mount that is not provably msync's own union of these
+//! branches, or dead.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -25,64 +28,69 @@ const MERGERFS_FSTYPE: &str = "fuse.mergerfs";
 /// The `fsname` msync gives its mergerfs mounts (see `union::mergerfs`).
 const MSYNC_FSNAME: &str = "fsname=msync";
 
-/// Unmounts the mergerfs union at `mount_point` if a dead service of this
-/// install left it: either its daemon still serves exactly `branches` as
-/// msync mounted them, or its daemon is gone (a FUSE mount without its
-/// daemon answers ENOTCONN (ECONNABORTED when the daemon died mid-request)
-/// to everyone, so detaching it takes nothing from
-/// anybody). Any other mount is left for the caller's checks to refuse.
-///
-/// A busy stale mount (a file still open through it) is detached lazily:
-/// whoever holds it keeps the old daemon, which writes into the same
-/// branches the new service watches, until they close.
-pub fn clear(mount_point: &Path, branches: &[PathBuf]) -> anyhow::Result<()> {
+/// What a start found at its mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// No union of a previous service (maybe another mount, for the
+    /// caller's checks to refuse).
+    Nothing,
+    /// A dead union, now cleared.
+    Cleared,
+    /// A live union of these branches, to be used as it is.
+    Adoptable,
+}
+
+/// Looks at `mount_point` for the mergerfs union a previous service of
+/// this install left: a live one serving exactly `branches` as msync
+/// mounted them is [`Left::Adoptable`]; a dead one (a FUSE mount without
+/// its daemon answers ENOTCONN, or ECONNABORTED when the daemon died
+/// mid-request, to everyone, so detaching it takes nothing from anybody)
+/// is unmounted, lazily if something still holds it.
+pub fn examine(mount_point: &Path, branches: &[PathBuf]) -> anyhow::Result<Left> {
     if union::mounted_fstype(mount_point).as_deref() != Some(MERGERFS_FSTYPE) {
-        return Ok(());
+        return Ok(Left::Nothing);
     }
     let dead = matches!(
         std::fs::metadata(mount_point),
         Err(e) if [Errno::ENOTCONN as i32, Errno::ECONNABORTED as i32].contains(&e.raw_os_error().unwrap_or(0))
     );
-    if dead {
-        warn!(
-            "{}: the union mount of a previous service is dead (its mergerfs is gone); detaching it",
-            mount_point.display()
-        );
-    } else {
+    if !dead {
         let ours: Vec<PathBuf> = branches
             .iter()
             .map(|b| b.canonicalize().unwrap_or_else(|_| b.clone()))
             .collect();
         let Ok(target) = mount_point.canonicalize() else {
-            return Ok(());
+            return Ok(Left::Nothing);
         };
         if !served_branch_lists(&target).contains(&ours) {
-            return Ok(());
+            return Ok(Left::Nothing);
         }
         warn!(
-            "{}: a previous service of this install did not stop cleanly and left its union mounted; unmounting it",
+            "{}: a previous service of this install did not stop cleanly; its union is still mounted and served, and is adopted as it is",
             mount_point.display()
         );
+        return Ok(Left::Adoptable);
     }
+    warn!(
+        "{}: the union mount of a previous service is dead (its mergerfs is gone); detaching it",
+        mount_point.display()
+    );
     match union::unmount(mount_point) {
-        Ok(()) | Err(UnionError::NotMounted { .. }) => Ok(()),
+        Ok(()) | Err(UnionError::NotMounted { .. }) => Ok(Left::Cleared),
         Err(UnionError::Busy { .. }) => {
-            warn!(
-                "{}: the stale union is busy (a file is open through it); detaching it lazily",
-                mount_point.display()
-            );
-            // Lazy only here: the mount is ours and stale, and what holds
-            // it open goes on working (see the function doc).
-            nix::mount::umount2(mount_point, MntFlags::MNT_DETACH).with_context(|| {
-                format!(
-                    "detaching the stale union at {}; unmount it by hand (`umount -l`)",
-                    mount_point.display()
-                )
-            })
+            // Lazy only here: the mount is dead, it serves nobody.
+            nix::mount::umount2(mount_point, MntFlags::MNT_DETACH)
+                .with_context(|| {
+                    format!(
+                        "detaching the dead union at {}; unmount it by hand (`umount -l`)",
+                        mount_point.display()
+                    )
+                })
+                .map(|()| Left::Cleared)
         }
         Err(err) => Err(err).with_context(|| {
             format!(
-                "unmounting the union a previous service left at {}",
+                "unmounting the dead union a previous service left at {}",
                 mount_point.display()
             )
         }),

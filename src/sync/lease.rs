@@ -3,10 +3,17 @@
 //! Two installations replicating into the same remote directory would
 //! delete each other's files, each taking the other's for stale. So the
 //! service holds a lease on every remote directory while it runs: a small
-//! JSON file naming the host, the install, the pid and a heartbeat that
-//! the service renews. Another installation that finds a live lease
-//! refuses to start; a lease whose heartbeat is older than its expiry was
-//! left by a dead service and is taken over.
+//! JSON file naming the host, the install, the pid, a heartbeat and a
+//! sequence number that every renewal raises. Another installation that
+//! finds a live lease refuses to start.
+//!
+//! Staleness is judged by what this host sees, never by the other host's
+//! clock (clocks differ between hosts): a lease this host has seen
+//! unchanged for the expiry was left by a dead service, and is taken over.
+//! When it was first seen is kept in the state directory, so a restart
+//! does not start the wait again. A lease that merely *looks* old by its
+//! own heartbeat does not refuse a start: its branch waits while this host
+//! watches it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,10 +25,15 @@ use crate::rclone::{Call, Location, Rclone, RcloneError};
 
 /// The lease file, relative to a remote directory.
 pub const LEASE_FILE: &str = ".msync/lock";
-/// A lease not renewed for this long belongs to nobody.
+/// A lease seen unchanged for this long belongs to nobody (`start
+/// --lease-expiry` changes it).
 pub const EXPIRY: Duration = Duration::from_secs(300);
-/// How often the service renews its leases.
-pub const RENEW_EVERY: Duration = Duration::from_secs(60);
+
+/// How often a service with leases that expire after `expiry` renews
+/// them: five times per expiry, so a live holder is never mistaken.
+pub fn renew_every(expiry: Duration) -> Duration {
+    expiry / 5
+}
 
 /// Who holds a remote directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,8 +42,12 @@ pub struct Lease {
     pub install_id: String,
     pub install_dir: PathBuf,
     pub pid: u32,
-    /// Seconds since the Unix epoch, UTC.
+    /// Seconds since the Unix epoch, UTC, by the holder's clock: shown to
+    /// people, never trusted to judge staleness.
     pub heartbeat: u64,
+    /// Raised by every renewal, so each one changes the file.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 impl Lease {
@@ -45,6 +61,7 @@ impl Lease {
             install_dir: install_dir.to_path_buf(),
             pid: std::process::id(),
             heartbeat: unix_now(),
+            sequence: 0,
         }
     }
 
@@ -76,6 +93,17 @@ pub enum LeaseError {
         "{remote} is in use by another msync installation: {holder}; stop that one first, or start with --force if it is gone for good"
     )]
     Held { remote: String, holder: String },
+    /// The lease looks abandoned by its own heartbeat, but this host has
+    /// not yet watched it stay unchanged for the expiry.
+    #[error(
+        "{remote} holds a lease of {holder} that looks abandoned; msync takes it over once it has seen it unchanged for {}s more (--force takes it now)",
+        .wait.as_secs()
+    )]
+    Watching {
+        remote: String,
+        holder: String,
+        wait: Duration,
+    },
     #[error(transparent)]
     Rclone(#[from] RcloneError),
     #[error("{path}: {source}")]
@@ -97,26 +125,66 @@ pub enum Taken {
     Forced(String),
 }
 
+/// What this host saw of another installation's lease, and since when by
+/// this host's clock (kept in `state/lease-seen-<remote>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Seen {
+    lease: Lease,
+    /// Seconds since the Unix epoch, by this host's clock.
+    since: u64,
+}
+
 /// Reads and writes leases through a local scratch file in `work_dir`.
 pub struct Leases {
     rclone: Rclone,
     work_dir: PathBuf,
+    expiry: Duration,
 }
 
 impl Leases {
-    pub fn new(rclone: Rclone, work_dir: &Path) -> Leases {
+    pub fn new(rclone: Rclone, work_dir: &Path, expiry: Duration) -> Leases {
         Leases {
             rclone,
             work_dir: work_dir.to_path_buf(),
+            expiry,
         }
     }
 
-    fn scratch(&self, remote: &str) -> PathBuf {
+    fn file_for(&self, what: &str, remote: &str) -> PathBuf {
         let name: String = remote
             .chars()
             .map(|c| if c.is_alphanumeric() { c } else { '_' })
             .collect();
-        self.work_dir.join(format!("lease-{name}.json"))
+        self.work_dir.join(format!("{what}-{name}.json"))
+    }
+
+    fn scratch(&self, remote: &str) -> PathBuf {
+        self.file_for("lease", remote)
+    }
+
+    /// How long this host has seen `current` on `remote` unchanged; a lease
+    /// not seen before (or changed since) starts the count now.
+    fn unchanged_for(&self, remote: &str, current: &Lease) -> Duration {
+        let path = self.file_for("lease-seen", remote);
+        let seen: Option<Seen> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        let now = unix_now();
+        match seen {
+            Some(seen) if &seen.lease == current => {
+                Duration::from_secs(now.saturating_sub(seen.since))
+            }
+            _ => {
+                let seen = Seen {
+                    lease: current.clone(),
+                    since: now,
+                };
+                let text = serde_json::to_string(&seen).expect("a lease always encodes");
+                // Unrecorded, the wait merely starts again next time.
+                let _ = write_private(&path, text.as_bytes());
+                Duration::ZERO
+            }
+        }
     }
 
     /// The lease on `remote`, if any (an unreadable one counts as none).
@@ -143,6 +211,8 @@ impl Leases {
         Ok(serde_json::from_str(&text).ok())
     }
 
+    /// Writes `lease` to `remote`. Every write lands: `IgnoreTimes`, since a
+    /// backend without modification times would skip a same-size copy.
     fn write(&self, remote: &str, lease: &Lease) -> Result<(), LeaseError> {
         let scratch = self.scratch(remote);
         let text = serde_json::to_string_pretty(lease).expect("a lease always encodes");
@@ -157,18 +227,68 @@ impl Leases {
             ),
             &Location::new(remote, LEASE_FILE),
         )
+        .config(serde_json::json!({ "IgnoreTimes": true }))
         .run(self.rclone)?;
         Ok(())
     }
 
+    /// Our lease, renewed: a new heartbeat and the next sequence number.
+    fn write_ours(
+        &self,
+        remote: &str,
+        ours: &Lease,
+        previous: Option<&Lease>,
+    ) -> Result<(), LeaseError> {
+        let mut lease = ours.clone();
+        lease.heartbeat = unix_now();
+        lease.sequence = previous.map_or(0, |p| p.sequence + 1);
+        self.write(remote, &lease)
+    }
+
     /// Takes the lease on `remote` for `ours`, unless another live
-    /// installation holds it (`force` takes it anyway).
+    /// installation holds it (`force` takes it anyway). A lease that looks
+    /// abandoned by its own heartbeat is [`LeaseError::Watching`] until
+    /// this host has seen it unchanged for the expiry.
     pub fn take(&self, remote: &str, ours: &Lease, force: bool) -> Result<Taken, LeaseError> {
-        let taken = match self.read(remote)? {
+        let current = self.read(remote)?;
+        let taken = match &current {
             None => Taken::Free,
             Some(current) if current.same_holder(ours) => Taken::Renewed,
-            Some(current) if current.age() >= EXPIRY => Taken::TookOver(current.describe()),
             Some(current) if force => Taken::Forced(current.describe()),
+            Some(current) => {
+                let unchanged = self.unchanged_for(remote, current);
+                if unchanged >= self.expiry {
+                    Taken::TookOver(current.describe())
+                } else if current.age() >= self.expiry {
+                    return Err(LeaseError::Watching {
+                        remote: remote.to_owned(),
+                        holder: current.describe(),
+                        wait: self.expiry - unchanged,
+                    });
+                } else {
+                    return Err(LeaseError::Held {
+                        remote: remote.to_owned(),
+                        holder: current.describe(),
+                    });
+                }
+            }
+        };
+        self.write_ours(remote, ours, current.as_ref())?;
+        Ok(taken)
+    }
+
+    /// Renews our lease. Another installation's lease found in its place
+    /// is taken over once this host has seen it unchanged for the expiry
+    /// (its holder is dead: a remote away at start, say); until then, and
+    /// while it changes, it is [`LeaseError::Held`].
+    pub fn renew(&self, remote: &str, ours: &Lease) -> Result<Taken, LeaseError> {
+        let current = self.read(remote)?;
+        let taken = match &current {
+            None => Taken::Free,
+            Some(current) if current.same_holder(ours) => Taken::Renewed,
+            Some(current) if self.unchanged_for(remote, current) >= self.expiry => {
+                Taken::TookOver(current.describe())
+            }
             Some(current) => {
                 return Err(LeaseError::Held {
                     remote: remote.to_owned(),
@@ -176,25 +296,8 @@ impl Leases {
                 });
             }
         };
-        let mut lease = ours.clone();
-        lease.heartbeat = unix_now();
-        self.write(remote, &lease)?;
+        self.write_ours(remote, ours, current.as_ref())?;
         Ok(taken)
-    }
-
-    /// Renews our lease; fails if another installation has taken it.
-    pub fn renew(&self, remote: &str, ours: &Lease) -> Result<(), LeaseError> {
-        match self.read(remote)? {
-            Some(current) if !current.same_holder(ours) => Err(LeaseError::Held {
-                remote: remote.to_owned(),
-                holder: current.describe(),
-            }),
-            _ => {
-                let mut lease = ours.clone();
-                lease.heartbeat = unix_now();
-                self.write(remote, &lease)
-            }
-        }
     }
 
     /// Gives the lease back, if it is still ours.

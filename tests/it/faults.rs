@@ -24,6 +24,8 @@ use crate::pool::{DEBOUNCE, Pool, write_file};
 use crate::sshd::SftpServer;
 use crate::util::{Sandbox, Sysctl, describe, require_tool, run, run_expecting, stderr};
 
+mod churn;
+
 const SETTLE: Duration = Duration::from_secs(120);
 
 const MAX_QUEUED_EVENTS: &str = "/proc/sys/fs/inotify/max_queued_events";
@@ -299,7 +301,7 @@ fn root_inotify_watches() -> u64 {
 }
 
 #[test]
-fn killed_mid_upload_the_next_start_clears_the_stale_mount_and_converges() {
+fn killed_mid_upload_the_next_start_adopts_the_live_union_and_converges() {
     let _serial = serial();
     let pool = Pool::local_clouds(2);
     pool.import();
@@ -337,33 +339,26 @@ fn killed_mid_upload_the_next_start_clears_the_stale_mount_and_converges() {
         .find(|(p, _)| p == "big.bin");
     eprintln!("big.bin on the remote right after the kill: {partial:?}");
 
-    // A file kept open through the stale union makes it busy: the start
-    // must detach it lazily, and the old daemon serves the open file on.
+    // A file kept open through the union left behind: the start adopts
+    // the union as it is, and the application writes on undisturbed.
     let mut open = std::fs::File::create(pool.mount.join("open across restart.bin")).unwrap();
     open.write_all(&[1; 3000]).unwrap();
     let old_daemons = mergerfs_daemons(&pool.mount);
 
     let service = start(&pool, &[]);
     assert!(
-        pool.log().contains("lazily"),
-        "the busy stale union was not detached lazily\n{}",
+        pool.log().contains("adopted as it is"),
+        "the live union was not adopted\n{}",
         pool.log()
+    );
+    assert_eq!(
+        mergerfs_daemons(&pool.mount),
+        old_daemons,
+        "the union was remounted under the open file"
     );
     open.write_all(&[2; 3000]).unwrap();
     drop(open);
-    // With its last file closed the detached union is gone, and so is its
-    // daemon, which nobody killed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while old_daemons
-        .iter()
-        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the old mergerfs {old_daemons:?} did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    write_file(&pool.mount.join("written after adoption.txt"), 2222, 8);
     pool.settle(SETTLE);
     pool.assert_in_sync();
     // Exactly the files written, each whole: nothing partial under a final
@@ -385,13 +380,13 @@ fn killed_mid_upload_the_next_start_clears_the_stale_mount_and_converges() {
         "written while down.txt".into(),
         4321,
     ));
+    expected.push((
+        pool.holder("written after adoption.txt"),
+        "written after adoption.txt".into(),
+        2222,
+    ));
     expected.sort();
     assert_eq!(all_remote_files(&pool), expected);
-    assert!(
-        pool.log().contains("did not stop cleanly"),
-        "the stale mount was not reported\n{}",
-        pool.log()
-    );
     service.stop();
     wait_no_daemon(&pool.mount);
 }
@@ -705,5 +700,38 @@ fn a_dead_union_left_by_a_crashed_mergerfs_is_cleared() {
         pool.remote_files(&pool.branches[0].1),
         [("alive again.txt".to_owned(), 1234)]
     );
+    service.stop();
+}
+
+#[test]
+fn a_stale_lease_on_a_remote_away_at_start_is_taken_over_when_it_returns() {
+    let _serial = serial();
+    let mut server = SftpServer::start();
+    let sandbox = Sandbox::new();
+    let config = server.rclone_section("ssh");
+    let pool = Pool::install_remotes(sandbox, &config, None);
+    pool.import();
+    // A dead installation's lease, left on the server; then the server
+    // goes away before msync starts.
+    let lock = server.root().join("msync/.msync/lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let lease = serde_json::json!({
+        "host": "gone", "install_id": "dead-install", "install_dir": "/srv/dead",
+        "pid": 1, "heartbeat": 1_000_000_000u64, "sequence": 3
+    });
+    std::fs::write(&lock, lease.to_string()).unwrap();
+    server.stop();
+
+    let service = start(&pool, &["--lease-expiry", "3s"]);
+    write_file(&pool.mount.join("while away.txt"), 321, 1);
+    server.restart();
+    wait_for(&pool, SETTLE, "the stale lease taken over", || {
+        pool.log().contains("took over a stale lease of /srv/dead")
+    });
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    let held: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
+    assert_ne!(held["install_id"], "dead-install", "{held}");
     service.stop();
 }

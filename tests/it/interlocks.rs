@@ -2,7 +2,7 @@
 //! start, one writer per remote, the mass-delete guard, vanished branches,
 //! and trash instead of loss. Checked with Debian's rclone CLI.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use msync::sync::BranchState;
 
@@ -96,34 +96,42 @@ fn a_second_installation_finds_the_lease() {
     run(first.msync(["stop", second.to_str().unwrap(), mount_b.to_str().unwrap()]));
 }
 
+/// A lease of another installation, as its host would write it.
+fn foreign_lease(heartbeat: u64, sequence: u64) -> String {
+    serde_json::json!({
+        "host": "elsewhere", "install_id": "someone-else", "install_dir": "/srv/other",
+        "pid": 1, "heartbeat": heartbeat, "sequence": sequence
+    })
+    .to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
 fn a_stale_lease_is_taken_over_and_force_takes_a_live_one() {
     let mut pool = Pool::local_clouds(1);
     pool.import();
     let lock = cloud_dir(&pool, "cloud1").join(".msync/lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
-    let lease = |heartbeat: u64| {
-        serde_json::json!({
-            "host": "elsewhere", "install_id": "someone-else", "install_dir": "/srv/other",
-            "pid": 1, "heartbeat": heartbeat
-        })
-        .to_string()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    std::fs::write(&lock, lease(now - 3600)).unwrap();
-    pool.start();
-    assert!(
-        pool.log().contains("took over a stale lease of /srv/other"),
-        "{}",
-        pool.log()
-    );
+    let now = unix_now();
+    // Abandoned an hour ago (by its own clock): the start goes on, the
+    // branch waits until this host has seen the lease unchanged for the
+    // expiry, then takes it over.
+    std::fs::write(&lock, foreign_lease(now - 3600, 7)).unwrap();
+    pool.start_with(&["--lease-expiry", "3s"]);
+    wait_for_log(&pool, "took over a stale lease of /srv/other");
+    write_file(&pool.mount.join("after takeover.txt"), 10, 1);
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
     pool.stop();
     assert!(!lock.exists(), "stop releases the lease");
 
-    std::fs::write(&lock, lease(now)).unwrap();
+    std::fs::write(&lock, foreign_lease(now, 1)).unwrap();
     let (install, mount) = (
         pool.install.to_str().unwrap().to_owned(),
         pool.mount.to_str().unwrap().to_owned(),
@@ -139,6 +147,48 @@ fn a_stale_lease_is_taken_over_and_force_takes_a_live_one() {
     run(pool.msync(["start", &install, &mount, "--force"]));
     assert!(pool.log().contains("by force"), "{}", pool.log());
     run(pool.msync(["stop", &install, &mount]));
+}
+
+#[test]
+fn a_live_lease_with_a_clock_an_hour_behind_is_never_taken() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    let lock = cloud_dir(&pool, "cloud1").join(".msync/lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    // The other host's clock is an hour behind, but it renews its lease.
+    let behind = unix_now() - 3600;
+    std::fs::write(&lock, foreign_lease(behind, 0)).unwrap();
+    pool.start_with(&["--lease-expiry", "3s"]);
+    let renewer_until = Instant::now() + Duration::from_secs(12);
+    let mut sequence = 0;
+    while Instant::now() < renewer_until {
+        sequence += 1;
+        std::fs::write(&lock, foreign_lease(behind + sequence, sequence)).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        !pool.log().contains("took over"),
+        "a renewed lease was taken over\n{}",
+        pool.log()
+    );
+    let held = pool.status().branches[0].clone();
+    assert_eq!(held.state, BranchState::Error, "{held:#?}");
+    // Its holder stops renewing: after the expiry it is taken over.
+    wait_for_log(&pool, "took over a stale lease of /srv/other");
+    pool.stop();
+}
+
+/// Waits until the service's log says `what`.
+fn wait_for_log(pool: &Pool, what: &str) {
+    let deadline = Instant::now() + SETTLE;
+    while !pool.log().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} in the log\n{}",
+            pool.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

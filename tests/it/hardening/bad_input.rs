@@ -121,11 +121,14 @@ fn a_missing_foreign_or_broken_install_dir_is_refused() {
 
     let manifest = pool.install.join("msync.json");
     let good = std::fs::read_to_string(&manifest).unwrap();
-    let wrong_format = good.replace("\"format\": 1", "\"format\": 99");
+    let wrong_format = good.replace("\"format\": 2", "\"format\": 99");
     assert_ne!(wrong_format, good, "the manifest has no format field");
     for (broken, reason) in [
         (Broken::Text("{"), "EOF while parsing"),
-        (Broken::Text(&wrong_format), "format 99 is not the format 1"),
+        (
+            Broken::Text(&wrong_format),
+            "format 99 is not a format this msync reads",
+        ),
         (Broken::Directory, "not a regular file"),
     ] {
         broken.put(&manifest);
