@@ -235,6 +235,15 @@ fn wait_no_daemon(mount_point: &Path) {
     }
 }
 
+/// A real SFTP server and an imported pool whose one cloud it serves.
+fn sftp_pool() -> (SftpServer, Pool) {
+    let server = SftpServer::start();
+    let config = server.rclone_section("ssh");
+    let pool = Pool::install_remotes(Sandbox::new(), &config, None);
+    pool.import();
+    (server, pool)
+}
+
 /// Every file on every remote of the pool: (branch, path, size), sorted.
 fn all_remote_files(pool: &Pool) -> Vec<(String, String, u64)> {
     let mut files: Vec<(String, String, u64)> = pool
@@ -394,11 +403,7 @@ fn killed_mid_upload_the_next_start_adopts_the_live_union_and_converges() {
 #[test]
 fn an_sftp_server_down_for_30s_is_retried_then_everything_lands() {
     let _serial = serial();
-    let mut server = SftpServer::start();
-    let sandbox = Sandbox::new();
-    let config = server.rclone_section("ssh");
-    let pool = Pool::install_remotes(sandbox, &config, None);
-    pool.import();
+    let (mut server, pool) = sftp_pool();
     let service = start(&pool, &[]);
     let mut written = 0;
     let mut write_next = |pool: &Pool| {
@@ -706,11 +711,7 @@ fn a_dead_union_left_by_a_crashed_mergerfs_is_cleared() {
 #[test]
 fn a_stale_lease_on_a_remote_away_at_start_is_taken_over_when_it_returns() {
     let _serial = serial();
-    let mut server = SftpServer::start();
-    let sandbox = Sandbox::new();
-    let config = server.rclone_section("ssh");
-    let pool = Pool::install_remotes(sandbox, &config, None);
-    pool.import();
+    let (mut server, pool) = sftp_pool();
     // A dead installation's lease, left on the server; then the server
     // goes away before msync starts.
     let lock = server.root().join("msync/.msync/lock");

@@ -184,23 +184,41 @@ impl Pool {
     /// Asserts with the rclone CLI that every branch equals its remote.
     pub fn assert_in_sync(&self) {
         for (name, remote) in &self.branches {
-            let branch = self.branch_dir(name);
-            let mut check = self.sandbox.rclone_cli([
-                "check",
-                branch.to_str().unwrap(),
-                remote.as_str(),
-                "--exclude",
-                "/.msync/**",
-                "--exclude",
-                "/.msync-branch",
-            ]);
-            let output = check.output().unwrap();
+            let (check, output) = self.check_branch(name, remote);
             assert!(
                 output.status.success(),
                 "{name} differs from {remote}\n{}",
                 describe(&check, &output)
             );
         }
+    }
+
+    /// Whether every branch equals its remote, by the rclone CLI.
+    pub fn in_sync(&self) -> bool {
+        self.branches
+            .iter()
+            .all(|(name, remote)| self.check_branch(name, remote).1.status.success())
+    }
+
+    /// `rclone check` of branch `name` against `remote`, msync's own files
+    /// aside.
+    fn check_branch(
+        &self,
+        name: &str,
+        remote: &str,
+    ) -> (std::process::Command, std::process::Output) {
+        let branch = self.branch_dir(name);
+        let mut check = self.sandbox.rclone_cli([
+            "check",
+            branch.to_str().unwrap(),
+            remote,
+            "--exclude",
+            "/.msync/**",
+            "--exclude",
+            "/.msync-branch",
+        ]);
+        let output = check.output().unwrap();
+        (check, output)
     }
 
     /// (path, size) of every file of a remote, from the rclone CLI.

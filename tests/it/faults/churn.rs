@@ -87,25 +87,6 @@ fn churn_once(rng: &mut Rng, root: &Path) {
     };
 }
 
-/// Whether every branch equals its remote, by `rclone check`.
-fn in_sync(pool: &Pool) -> bool {
-    pool.branches.iter().all(|(name, remote)| {
-        let branch = pool.branch_dir(name);
-        pool.sandbox
-            .rclone_cli([
-                "check",
-                branch.to_str().unwrap(),
-                remote.as_str(),
-                "--exclude",
-                "/.msync/**",
-                "--exclude",
-                "/.msync-branch",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 #[test]
 fn churn_with_a_crash_and_an_outage_converges_and_imports_identically() {
     let _serial = serial();
@@ -153,7 +134,7 @@ fn churn_with_a_crash_and_an_outage_converges_and_imports_identically() {
     eprintln!("{ops} operations in {:?}", started.elapsed());
 
     let stopped = Instant::now();
-    while !in_sync(&pool) {
+    while !pool.in_sync() {
         assert!(
             stopped.elapsed() < CONVERGE,
             "the clouds differ from the pool {CONVERGE:?} after the churn: {:#?}\n--- log\n{}",
