@@ -134,7 +134,7 @@ pub struct StartArgs {
     pub debounce: Duration,
 
     /// Time between full reconciles of every branch with its remote (1s to
-    /// 365d).
+    /// 30 days).
     #[arg(long, default_value = "6h", value_parser = parse_reconcile_every, value_name = "DURATION")]
     pub reconcile_every: Duration,
 
@@ -256,8 +256,8 @@ fn parse_lease_expiry(text: &str) -> Result<Duration, String> {
 fn parse_reconcile_every(text: &str) -> Result<Duration, String> {
     parse_duration_within(
         text,
-        Duration::from_secs(60),
-        Duration::from_secs(365 * 86_400),
+        Duration::from_secs(1),
+        Duration::from_secs(30 * 86_400),
     )
 }
 

@@ -510,7 +510,7 @@ impl BranchWorker {
         {
             info!("{}: the remote answers again; resuming", self.spec.name);
         }
-        if answered && shared.table.failing(now).is_empty() {
+        if answered && !shared.table.has_failing() {
             shared.last_error = None;
         }
         if answered {
@@ -564,13 +564,7 @@ impl Shared {
     fn state(&self) -> BranchState {
         if self.held.is_some() || self.refused.is_some() {
             BranchState::Error
-        } else if self.pause.is_some()
-            || self
-                .table
-                .failing(Instant::now())
-                .iter()
-                .any(|f| f.class == "retrying")
-        {
+        } else if self.pause.is_some() || self.table.has_retrying() {
             BranchState::Retrying
         } else if self.reconciling || self.reconcile_due || !self.table.is_empty() {
             BranchState::Syncing

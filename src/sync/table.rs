@@ -127,6 +127,11 @@ pub struct FailingPath {
     pub next_try_secs: Option<u64>,
 }
 
+/// Entries [`PathTable::take`] looks through past the first ready one for
+/// uploads to batch, and further once it found some.
+const LOOKAHEAD: usize = 256;
+const SCAN_WINDOW: usize = 4096;
+
 /// Work the scheduler hands out: entries by sequence number.
 pub type Taken = Vec<(u64, Op)>;
 
@@ -139,6 +144,10 @@ pub struct PathTable {
     /// looks at related entries only: a directory's subtree is one range.
     by_path: BTreeMap<PathBuf, BTreeSet<u64>>,
     stuck: BTreeMap<PathBuf, Stuck>,
+    /// Entries running, and entries retrying after a failure: kept as
+    /// counts, since the scheduler asks on every turn.
+    running: usize,
+    retrying: usize,
 }
 
 impl PathTable {
@@ -153,7 +162,30 @@ impl PathTable {
 
     /// Entries being carried out now.
     pub fn running(&self) -> usize {
-        self.entries.values().filter(|e| e.running).count()
+        self.running
+    }
+
+    /// Whether any path is retrying, failed or skipped.
+    pub fn has_failing(&self) -> bool {
+        self.retrying > 0 || !self.stuck.is_empty()
+    }
+
+    /// Whether any path is retrying after a failure of its own.
+    pub fn has_retrying(&self) -> bool {
+        self.retrying > 0
+    }
+
+    fn set_running(&mut self, seq: u64, running: bool) {
+        if let Some(entry) = self.entries.get_mut(&seq)
+            && entry.running != running
+        {
+            entry.running = running;
+            if running {
+                self.running += 1;
+            } else {
+                self.running -= 1;
+            }
+        }
     }
 
     /// Adds what a change asks for, dropping work it makes useless: a
@@ -203,7 +235,18 @@ impl PathTable {
         let mut first = None;
         let mut uploads = Vec::new();
         let mut blocked: BTreeSet<&Path> = BTreeSet::new();
-        for (&seq, entry) in &self.entries {
+        let mut first_at = 0;
+        for (scanned, (&seq, entry)) in self.entries.iter().enumerate() {
+            // Once something is ready, look only so far for uploads to go
+            // with it: a huge table is not scanned whole on every turn.
+            let window = if uploads.is_empty() {
+                LOOKAHEAD
+            } else {
+                SCAN_WINDOW.max(batch_max)
+            };
+            if first.is_some() && scanned >= first_at + window {
+                break;
+            }
             let paths = entry.op.paths();
             let free = paths.iter().all(|p| !is_related_to_any(&blocked, p));
             let ready = free
@@ -211,7 +254,10 @@ impl PathTable {
                 && entry.next_try.is_none_or(|t| t <= now)
                 && allow(&entry.op);
             if ready {
-                first.get_or_insert(seq);
+                if first.is_none() {
+                    first = Some(seq);
+                    first_at = scanned;
+                }
                 if matches!(entry.op, Op::Upload(_)) && !entry.solo {
                     uploads.push(seq);
                     if uploads.len() >= batch_max {
@@ -229,9 +275,8 @@ impl PathTable {
         chosen
             .into_iter()
             .map(|seq| {
-                let entry = self.entries.get_mut(&seq).expect("chosen entry");
-                entry.running = true;
-                (seq, entry.op.clone())
+                self.set_running(seq, true);
+                (seq, self.entries[&seq].op.clone())
             })
             .collect()
     }
@@ -268,10 +313,11 @@ impl PathTable {
     /// transient failure is retried with backoff, a permanent one (or a
     /// skip) leaves the table and is listed until the path changes.
     pub fn failed(&mut self, seq: u64, failure: &Failure, now: Instant, max_backoff: Duration) {
-        let Some(entry) = self.entries.get_mut(&seq) else {
+        if !self.entries.contains_key(&seq) {
             return;
-        };
-        entry.running = false;
+        }
+        self.set_running(seq, false);
+        let entry = self.entries.get_mut(&seq).expect("entry in the table");
         entry.attempts += 1;
         let (permanent, skipped) = match failure {
             Failure::Path { permanent, .. } => (*permanent, false),
@@ -291,13 +337,19 @@ impl PathTable {
             return;
         }
         entry.next_try = Some(now + backoff(entry.attempts, max_backoff));
-        entry.last_error = Some(failure.message().to_owned());
+        if entry
+            .last_error
+            .replace(failure.message().to_owned())
+            .is_none()
+        {
+            self.retrying += 1;
+        }
     }
 
     /// The entry failed inside a batch: it goes again at once, on its own.
     pub fn split(&mut self, seq: u64) {
+        self.set_running(seq, false);
         if let Some(entry) = self.entries.get_mut(&seq) {
-            entry.running = false;
             entry.solo = true;
         }
     }
@@ -305,9 +357,7 @@ impl PathTable {
     /// The entry did not run to the end for no fault of its path (the
     /// remote is away, the work was cancelled): ready again, no penalty.
     pub fn release(&mut self, seq: u64) {
-        if let Some(entry) = self.entries.get_mut(&seq) {
-            entry.running = false;
-        }
+        self.set_running(seq, false);
     }
 
     /// When the earliest entry in backoff is ready again.
@@ -423,6 +473,8 @@ impl PathTable {
 
     fn remove(&mut self, seq: u64) -> Entry {
         let entry = self.entries.remove(&seq).expect("entry in the table");
+        self.running -= usize::from(entry.running);
+        self.retrying -= usize::from(entry.last_error.is_some());
         for path in entry.op.paths() {
             if let Some(seqs) = self.by_path.get_mut(path) {
                 seqs.remove(&seq);

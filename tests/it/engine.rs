@@ -423,3 +423,28 @@ fn a_file_open_for_writing_during_the_start_reconcile_fails_nothing_else() {
     pool.assert_in_sync();
     pool.stop();
 }
+
+#[test]
+fn a_file_replaced_by_a_directory_and_back_leaves_nothing_stale() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    pool.start();
+    let remote = pool.branches[0].1.clone();
+    let mnt = pool.mount.clone();
+    write_file(&mnt.join("thing"), 100, 1);
+    std::fs::create_dir_all(mnt.join("place")).unwrap();
+    write_file(&mnt.join("place/inside.txt"), 50, 2);
+    pool.settle(SETTLE);
+
+    // The file becomes a directory, the directory a file.
+    std::fs::remove_file(mnt.join("thing")).unwrap();
+    write_file(&mnt.join("thing/now a dir.txt"), 70, 3);
+    std::fs::remove_dir_all(mnt.join("place")).unwrap();
+    write_file(&mnt.join("place"), 30, 4);
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    let mut names = remote_names(&pool, &remote);
+    names.sort();
+    assert_eq!(names, ["place", "thing/now a dir.txt"]);
+    pool.stop();
+}

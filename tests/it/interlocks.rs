@@ -214,10 +214,19 @@ fn a_reconcile_that_would_delete_most_files_does_not_run() {
         "{error}"
     );
     assert!(pool.log().contains("would delete 120"), "{}", pool.log());
+    // While refused, the branch's changes are held, not sent piecemeal,
+    // and status keeps saying so.
+    write_file(&pool.mount.join("while refused.txt"), 77, 1);
+    pool.wait_for_branch(
+        0,
+        |b| b.state == BranchState::Error && b.queued >= 1,
+        SETTLE,
+    );
+    run_expecting(pool.msync(["status", pool.install.to_str().unwrap()]), 6);
     assert_eq!(
         pool.remote_files("cloud1:msync").len(),
         150,
-        "the remote lost files"
+        "the remote changed while the branch was refused"
     );
     pool.stop();
 
@@ -231,6 +240,10 @@ fn a_reconcile_that_would_delete_most_files_does_not_run() {
     ]));
     pool.settle(SETTLE);
     pool.assert_in_sync();
+    assert!(
+        pool.remote_files("cloud1:msync")
+            .contains(&("while refused.txt".to_owned(), 77))
+    );
     assert_eq!(
         pool.sandbox.remote_files("cloud1:msync/.msync/trash").len(),
         120

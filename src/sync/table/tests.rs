@@ -220,3 +220,46 @@ fn backoff_doubles_up_to_the_limit() {
     let steps: Vec<u64> = (1..=8).map(|n| backoff(n, MAX).as_secs()).collect();
     assert_eq!(steps, [1, 2, 4, 8, 16, 32, 60, 60]);
 }
+
+#[test]
+fn the_counts_follow_every_change_of_state() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    table.push(up("a"));
+    table.push(up("b"));
+    let taken = table.take(now, usize::MAX, 100, |_| true);
+    assert_eq!(table.running(), 1);
+    table.failed(taken[0].0, &Failure::transient("busy"), now, MAX);
+    assert_eq!((table.running(), table.has_retrying()), (0, true));
+    let later = now + Duration::from_secs(5);
+    let again = table.take(later, usize::MAX, 100, |_| true);
+    assert_eq!(ops(&again), [up("a")]);
+    table.succeeded(again[0].0);
+    assert_eq!((table.running(), table.has_retrying()), (0, false));
+    let covered = table.take_idle();
+    assert_eq!((table.len(), table.running()), (0, 0));
+    table.restore(covered);
+    assert!(!table.has_failing());
+}
+
+#[test]
+fn a_huge_table_is_taken_from_without_scanning_it_whole() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    for i in 0..20_000 {
+        table.push(Op::Delete(format!("tree/{i}").into()));
+    }
+    // Each take stops at the lookahead: 20,000 takes stay linear.
+    let mut done = 0;
+    loop {
+        let taken = table.take(now, 8, 1000, |_| true);
+        if taken.is_empty() {
+            break;
+        }
+        for (seq, _) in taken {
+            table.succeeded(seq);
+            done += 1;
+        }
+    }
+    assert_eq!(done, 20_000);
+}
