@@ -88,6 +88,8 @@ struct Shared {
     /// Reconciles in a row that were refused or left paths behind.
     reconcile_failures: u32,
     stop_deadline: Option<Instant>,
+    /// The stop's "not sent" warning was logged (once per branch).
+    stop_reported: bool,
     pause: Option<Pause>,
     /// A guard's refusal: every change waits until a reconcile goes
     /// through.
@@ -138,6 +140,7 @@ impl BranchWorker {
                 next_reconcile: Instant::now() + config.reconcile_every,
                 reconcile_failures: 0,
                 stop_deadline: None,
+                stop_reported: false,
                 pause: None,
                 refused: None,
                 last_sync: None,
@@ -268,21 +271,9 @@ impl BranchWorker {
         let mut shared = self.lock();
         loop {
             let now = Instant::now();
-            if let Some(deadline) = shared.stop_deadline {
-                // Changes a guard holds wait for the next start.
-                let nothing_left =
-                    (shared.table.is_empty() || shared.refused.is_some()) && !shared.reconcile_due;
-                if nothing_left || now >= deadline {
-                    if !nothing_left && !shared.reconciling && shared.table.running() == 0 {
-                        warn!(
-                            "{}: stopping with {} change(s) not sent; the next start's reconcile sends them",
-                            self.spec.name,
-                            shared.table.len()
-                        );
-                    }
-                    self.wake.notify_all();
-                    return None;
-                }
+            if self.must_exit(&mut shared, now) {
+                self.wake.notify_all();
+                return None;
             }
             if let Some(reason) = self.hold_reason(&shared) {
                 if shared.held.as_ref() != Some(&reason) {
@@ -304,61 +295,96 @@ impl BranchWorker {
             if now >= shared.next_reconcile {
                 shared.reconcile_due = true;
             }
-            let mut wake_at = shared.next_reconcile;
-            if let Some(deadline) = shared.stop_deadline {
-                wake_at = wake_at.min(deadline);
+            match self.take_work(&mut shared, now) {
+                Ok(work) => return Some(work),
+                Err(wake_at) => shared = self.wait(shared, wake_at),
             }
-            // A paused remote: only the probe goes, and only once the
-            // backoff is over; a full one still takes what sends no bytes.
-            let (probe, full_only) = match &shared.pause {
-                Some(pause) if pause.probing => (false, pause.full),
-                Some(pause) if now < pause.until => {
-                    wake_at = wake_at.min(pause.until);
-                    (false, pause.full)
-                }
-                Some(_) => (true, false),
-                None => (false, false),
-            };
-            let may_probe = probe && shared.table.running() == 0 && !shared.reconciling;
-            if shared.reconcile_due && !shared.reconciling && (shared.pause.is_none() || may_probe)
-            {
-                if shared.table.running() == 0 {
-                    shared.reconcile_due = false;
-                    shared.reconciling = true;
-                    shared.next_reconcile = now + self.config.reconcile_every;
-                    if let Some(pause) = &mut shared.pause {
-                        pause.probing = true;
-                    }
-                    // The reconcile lists the branch after this moment, so
-                    // it covers every change in the table before it.
-                    return Some(Work::Reconcile(shared.table.take_idle()));
-                }
-            } else if !shared.reconciling && shared.refused.is_none() {
-                let taken = if may_probe {
-                    shared.table.take(now, usize::MAX, 1, |_| true)
-                } else if shared.pause.is_none() || full_only {
-                    let burst = self.config.burst;
-                    shared
-                        .table
-                        .take(now, burst, BATCH_MAX, |op| !full_only || !op.sends_bytes())
-                } else {
-                    Vec::new()
-                };
-                if !taken.is_empty() {
-                    if may_probe && let Some(pause) = &mut shared.pause {
-                        pause.probing = true;
-                    }
-                    return Some(Work::Ops {
-                        taken,
-                        probe: may_probe,
-                    });
-                }
-                if let Some(at) = shared.table.next_try() {
-                    wake_at = wake_at.min(at);
-                }
-            }
-            shared = self.wait(shared, wake_at);
         }
+    }
+
+    /// Whether a stop asks this thread to end now: its deadline passed, or
+    /// nothing is left that it could send (changes a guard holds wait for
+    /// the next start).
+    fn must_exit(&self, shared: &mut Shared, now: Instant) -> bool {
+        let Some(deadline) = shared.stop_deadline else {
+            return false;
+        };
+        let nothing_left =
+            (shared.table.is_empty() || shared.refused.is_some()) && !shared.reconcile_due;
+        if !nothing_left && now < deadline {
+            return false;
+        }
+        let last_out = !shared.reconciling && shared.table.running() == 0;
+        if !nothing_left && last_out && !shared.stop_reported {
+            shared.stop_reported = true;
+            warn!(
+                "{}: stopping with {} change(s) not sent; the next start's reconcile sends them",
+                self.spec.name,
+                shared.table.len()
+            );
+        }
+        true
+    }
+
+    /// Takes what this thread may do now, or says when to look again. A
+    /// paused remote lets only its probe through, once the backoff is
+    /// over; a full one still takes what sends no bytes. A due reconcile
+    /// waits for the running work to finish and then runs alone.
+    fn take_work(&self, shared: &mut Shared, now: Instant) -> Result<Work, Instant> {
+        let mut wake_at = shared.next_reconcile;
+        if let Some(deadline) = shared.stop_deadline {
+            wake_at = wake_at.min(deadline);
+        }
+        let (probe, full_only) = match &shared.pause {
+            Some(pause) if pause.probing => (false, pause.full),
+            Some(pause) if now < pause.until => {
+                wake_at = wake_at.min(pause.until);
+                (false, pause.full)
+            }
+            Some(_) => (true, false),
+            None => (false, false),
+        };
+        let idle = shared.table.running() == 0 && !shared.reconciling;
+        let may_probe = probe && idle;
+        if shared.reconcile_due && !shared.reconciling && (shared.pause.is_none() || may_probe) {
+            if !idle {
+                return Err(wake_at);
+            }
+            shared.reconcile_due = false;
+            shared.reconciling = true;
+            shared.next_reconcile = now + self.config.reconcile_every;
+            if let Some(pause) = &mut shared.pause {
+                pause.probing = true;
+            }
+            // The reconcile lists the branch after this moment, so it
+            // covers every change in the table before it.
+            return Ok(Work::Reconcile(shared.table.take_idle()));
+        }
+        if shared.reconciling || shared.refused.is_some() {
+            return Err(wake_at);
+        }
+        let taken = if may_probe {
+            shared.table.take(now, usize::MAX, 1, |_| true)
+        } else if shared.pause.is_none() || full_only {
+            shared.table.take(now, self.config.burst, BATCH_MAX, |op| {
+                !full_only || !op.sends_bytes()
+            })
+        } else {
+            Vec::new()
+        };
+        if taken.is_empty() {
+            if let Some(at) = shared.table.next_try() {
+                wake_at = wake_at.min(at);
+            }
+            return Err(wake_at);
+        }
+        if may_probe && let Some(pause) = &mut shared.pause {
+            pause.probing = true;
+        }
+        Ok(Work::Ops {
+            taken,
+            probe: may_probe,
+        })
     }
 
     /// Why the branch must not be synced now, if it must not.
