@@ -9,7 +9,7 @@ use crate::cli::StatusArgs;
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
 use crate::service::{self, ClientError, Reply, Request, ServiceStatus};
-use crate::sync::{BranchState, BranchStatus};
+use crate::sync::{BranchState, BranchStatus, PathClass};
 
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     super::require_root("status")?;
@@ -67,7 +67,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 fn health(status: &ServiceStatus) -> ExitCode {
     let unhealthy = status.branches.iter().any(|b| {
         matches!(b.state, BranchState::Retrying | BranchState::Error)
-            || b.failing.iter().any(|f| f.class != "skipped")
+            || b.failing.iter().any(|f| f.class != PathClass::Skipped)
     });
     if unhealthy {
         ExitCode::RcloneFailed
@@ -140,7 +140,10 @@ fn print_branch(branch: &BranchStatus) {
             .unwrap_or_default();
         println!(
             "      {} {}: {} (attempts {}{next})",
-            failing.class, failing.path, failing.reason, failing.attempts
+            failing.class.name(),
+            failing.path,
+            failing.reason,
+            failing.attempts
         );
     }
     if let Some(warning) = &branch.warning {

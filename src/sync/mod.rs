@@ -32,7 +32,7 @@ use branch::BranchWorker;
 pub use failure::Failure;
 pub use guard::MassDeleteLimit;
 pub use status::{BranchState, BranchStatus, InFlight, Space};
-pub use table::{FailingPath, Op, PathTable};
+pub use table::{FailingPath, Op, PathClass, PathTable};
 
 use crate::rclone::Rclone;
 use crate::watch::Change;

@@ -114,13 +114,33 @@ struct Stuck {
     skipped: bool,
 }
 
+/// Why a path is not in step with the remote, as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathClass {
+    /// A transient failure: tried again with backoff.
+    Retrying,
+    /// A permanent failure: not tried again until the path changes.
+    Failed,
+    /// Never sent, by design (a FIFO, a socket, a device).
+    Skipped,
+}
+
+impl PathClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            PathClass::Retrying => "retrying",
+            PathClass::Failed => "failed",
+            PathClass::Skipped => "skipped",
+        }
+    }
+}
+
 /// How `status` shows a path that is not in step with the remote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailingPath {
     pub path: String,
-    /// `retrying` (transient, tried again with backoff), `failed` (not
-    /// retried until the path changes) or `skipped` (never sent, by design).
-    pub class: String,
+    pub class: PathClass,
     pub reason: String,
     pub attempts: u32,
     /// Seconds until the next try, for `retrying`.
@@ -376,7 +396,7 @@ impl PathTable {
             let reason = e.last_error.clone()?;
             Some(FailingPath {
                 path: e.op.path().to_string_lossy().into_owned(),
-                class: "retrying".into(),
+                class: PathClass::Retrying,
                 reason,
                 attempts: e.attempts,
                 next_try_secs: e
@@ -386,7 +406,11 @@ impl PathTable {
         });
         let stuck = self.stuck.iter().map(|(path, s)| FailingPath {
             path: path.to_string_lossy().into_owned(),
-            class: if s.skipped { "skipped" } else { "failed" }.into(),
+            class: if s.skipped {
+                PathClass::Skipped
+            } else {
+                PathClass::Failed
+            },
             reason: s.reason.clone(),
             attempts: s.attempts,
             next_try_secs: None,

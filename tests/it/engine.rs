@@ -9,6 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use msync::sync::PathClass;
 use nix::sys::stat::Mode;
 
 use crate::pool::{Pool, write_file};
@@ -35,11 +36,11 @@ fn status_with_code(pool: &Pool) -> (serde_json::Value, Option<i32>) {
 }
 
 /// The failing paths of branch 0 as (class, path).
-fn failing(pool: &Pool) -> Vec<(String, String)> {
+fn failing(pool: &Pool) -> Vec<(PathClass, String)> {
     pool.status().branches[0]
         .failing
         .iter()
-        .map(|f| (f.class.clone(), f.path.clone()))
+        .map(|f| (f.class, f.path.clone()))
         .collect()
 }
 
@@ -108,7 +109,7 @@ fn fifos_sockets_and_open_files_never_hold_up_a_branch() {
         ["pipe", "app.sock"].iter().all(|name| {
             failing
                 .iter()
-                .any(|(class, path)| class == "skipped" && path == name)
+                .any(|(class, path)| *class == PathClass::Skipped && path == name)
         })
     });
     // Skipping by design is no failure.
@@ -339,7 +340,7 @@ fn a_path_the_remote_refuses_is_listed_while_the_others_go_on() {
     wait_until("the long name listed as failed", SETTLE, || {
         failing(&pool)
             .iter()
-            .any(|(class, path)| class == "failed" && path == &long)
+            .any(|(class, path)| *class == PathClass::Failed && path == &long)
     });
     let (json, code) = status_with_code(&pool);
     assert_eq!(code, Some(6), "{json:#}");

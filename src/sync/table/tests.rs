@@ -1,3 +1,5 @@
+//! The path table driven with made-up operations and instants.
+
 use super::*;
 
 fn up(p: &str) -> Op {
@@ -165,7 +167,7 @@ fn a_permanent_failure_is_listed_until_the_path_changes() {
     assert!(table.is_empty());
     let failing = table.failing(now);
     assert_eq!(failing.len(), 1);
-    assert_eq!(failing[0].class, "failed");
+    assert_eq!(failing[0].class, PathClass::Failed);
     assert_eq!(failing[0].path, "long");
     table.push(up("long"));
     assert!(table.failing(now).is_empty());
@@ -183,7 +185,7 @@ fn a_retrying_path_shows_its_attempts_and_next_try() {
         table.failed(taken[0].0, &Failure::transient("being updated"), at, MAX);
     }
     let failing = table.failing(now + Duration::from_secs(30));
-    assert_eq!(failing[0].class, "retrying");
+    assert_eq!(failing[0].class, PathClass::Retrying);
     assert_eq!(failing[0].attempts, 3);
     assert_eq!(failing[0].next_try_secs, Some(4));
     assert_eq!(table.next_try(), Some(now + Duration::from_secs(34)));
