@@ -1,0 +1,192 @@
+//! What a branch's worker makes of each outcome: a reconcile's and a unit
+//! of work's results recorded in the path table by their [`Failure`]
+//! class, and the pause a whole-remote failure starts.
+
+use std::time::{Instant, SystemTime};
+
+use log::{error, info, warn};
+
+use super::{BranchWorker, Pause, RECONCILE_RETRY, Shared};
+use crate::sync::failure::Failure;
+use crate::sync::table::{Op, Taken, backoff};
+
+impl BranchWorker {
+    /// Records a reconcile's outcome; true when it was cancelled.
+    pub(super) fn reconciled(&self, covered: Vec<(u64, Op)>, result: Result<(), Failure>) -> bool {
+        let mut shared = self.lock();
+        shared.reconciling = false;
+        self.wake.notify_all();
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                shared.pause = None;
+                shared.reconcile_failures = 0;
+                if shared.refused.take().is_some() {
+                    info!(
+                        "{}: the reconcile went through; syncing again",
+                        self.spec.name
+                    );
+                }
+                shared.table.clear_stuck();
+                shared.last_sync = Some(SystemTime::now());
+                shared.last_error = None;
+                drop(shared);
+                self.refresh_space();
+                false
+            }
+            Err(Failure::Cancelled) => {
+                shared.table.restore(covered);
+                info!("{}: reconcile cancelled", self.spec.name);
+                true
+            }
+            Err(Failure::Remote { full, message }) => {
+                shared.table.restore(covered);
+                shared.reconcile_due = true;
+                self.pause(&mut shared, full, message, "reconcile");
+                false
+            }
+            Err(Failure::Refused(message)) => {
+                // Held, not sent piecemeal: the changes wait for a
+                // reconcile the guard lets through.
+                error!("{}: {message}", self.spec.name);
+                shared.table.restore(covered);
+                shared.refused = Some(message.clone());
+                shared.last_error = Some(message);
+                self.retry_reconcile_later(&mut shared, now);
+                false
+            }
+            Err(failure) => {
+                // Some paths did not go (a file being written, a name the
+                // remote refuses); everything else did, deletes included.
+                // The covered changes go again one by one, so each bad path
+                // is found and listed; the reconcile is tried again later.
+                let pause_ended = shared.pause.take().is_some();
+                if pause_ended {
+                    info!("{}: the remote answers again", self.spec.name);
+                }
+                warn!(
+                    "{}: reconcile left some paths behind: {}",
+                    self.spec.name,
+                    failure.message()
+                );
+                shared.table.restore(covered);
+                shared.last_sync = Some(SystemTime::now());
+                self.retry_reconcile_later(&mut shared, now);
+                false
+            }
+        }
+    }
+
+    fn retry_reconcile_later(&self, shared: &mut Shared, now: Instant) {
+        shared.reconcile_failures += 1;
+        let wait = RECONCILE_RETRY
+            .saturating_mul(1 << shared.reconcile_failures.saturating_sub(1).min(16))
+            .min(self.config.reconcile_every);
+        shared.next_reconcile = now + wait;
+    }
+
+    /// Records the outcome of a unit of work; true when it was cancelled.
+    pub(super) fn executed(
+        &self,
+        taken: Taken,
+        results: Vec<Result<(), Failure>>,
+        probe: bool,
+    ) -> bool {
+        let mut shared = self.lock();
+        self.wake.notify_all();
+        let now = Instant::now();
+        let batch = taken.len() > 1;
+        let mut cancelled = false;
+        let mut remote_failure = None;
+        let mut answered = false;
+        for ((seq, op), result) in taken.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    answered = true;
+                    shared.table.succeeded(seq);
+                }
+                Err(Failure::Cancelled) => {
+                    cancelled = true;
+                    shared.table.release(seq);
+                }
+                Err(Failure::Remote { full, message }) => {
+                    shared.table.release(seq);
+                    remote_failure = Some((full, message));
+                }
+                Err(failure) if batch && !matches!(failure, Failure::Skipped(_)) => {
+                    answered = true;
+                    // Which file of the batch failed is not known: each goes
+                    // again on its own.
+                    info!(
+                        "{}: a batch upload failed ({}); sending its files one by one",
+                        self.spec.name,
+                        failure.message()
+                    );
+                    shared.table.split(seq);
+                }
+                Err(failure) => {
+                    answered = true;
+                    self.log_path_failure(&op, &failure);
+                    shared
+                        .table
+                        .failed(seq, &failure, now, self.config.max_backoff);
+                }
+            }
+        }
+        if let Some((full, message)) = remote_failure {
+            self.pause(&mut shared, full, message, "upload");
+        } else if answered
+            && (probe || shared.pause.as_ref().is_some_and(|p| !p.full))
+            && shared.pause.take().is_some()
+        {
+            info!("{}: the remote answers again; resuming", self.spec.name);
+        }
+        if answered && !shared.table.has_failing() {
+            shared.last_error = None;
+        }
+        if answered {
+            shared.last_sync = Some(SystemTime::now());
+        }
+        cancelled
+    }
+
+    fn log_path_failure(&self, op: &Op, failure: &Failure) {
+        let path = op.path().display();
+        match failure {
+            Failure::Skipped(message) => info!("{}: {path}: skipped: {message}", self.spec.name),
+            Failure::Path {
+                permanent: true,
+                message,
+            } => warn!(
+                "{}: {path}: not sent, and not tried again until it changes: {message}",
+                self.spec.name
+            ),
+            failure => warn!(
+                "{}: {path}: failed, retrying with backoff: {}",
+                self.spec.name,
+                failure.message()
+            ),
+        }
+    }
+
+    /// Pauses the branch after a whole-remote failure, or extends the
+    /// pause when the probe failed too.
+    fn pause(&self, shared: &mut Shared, full: bool, message: String, what: &str) {
+        let failures = shared.pause.as_ref().map_or(0, |p| p.failures) + 1;
+        let wait = backoff(failures, self.config.max_backoff);
+        warn!(
+            "{}: the remote {} ({what}); pausing the branch, next try in {}s: {message}",
+            self.spec.name,
+            if full { "is full" } else { "is not answering" },
+            wait.as_secs()
+        );
+        shared.last_error = Some(message.clone());
+        shared.pause = Some(Pause {
+            until: Instant::now() + wait,
+            failures,
+            full,
+            message,
+            probing: false,
+        });
+    }
+}
