@@ -58,12 +58,25 @@ pub fn trashed(name: &str, now: SystemTime) -> String {
     format!("{}/{}", today(now), versioned(name, now))
 }
 
+/// Where a directory at `name` deleted at `now` goes in the trash, whole:
+/// the suffix ends its name (rclone's keep-extension is for files).
+pub fn trashed_dir(name: &str, now: SystemTime) -> String {
+    format!("{}/{name}{}", today(now), suffix(now))
+}
+
 /// rclone `_config` that sends overwritten and deleted files of `remote`
 /// (a `name:path` remote directory) to today's trash, each version under
 /// its own name.
 pub fn backup_config(remote: &str, now: SystemTime) -> Value {
+    backup_config_below(remote, "", now)
+}
+
+/// [`backup_config`] for a transfer into `below`, a directory inside
+/// `remote`: backups keep their path below the remote directory.
+pub fn backup_config_below(remote: &str, below: &str, now: SystemTime) -> Value {
+    let trash = format!("{remote}/{}", today(now));
     json!({
-        "BackupDir": format!("{remote}/{}", today(now)),
+        "BackupDir": if below.is_empty() { trash } else { format!("{trash}/{below}") },
         "Suffix": suffix(now),
         "SuffixKeepExtension": true,
     })
@@ -134,6 +147,14 @@ mod tests {
         assert_eq!(
             trashed("x.tar.gz", time),
             ".msync/trash/2026-11-24/x.tar~081502.117.gz"
+        );
+        assert_eq!(
+            trashed_dir("a/photos.d", time),
+            ".msync/trash/2026-11-24/a/photos.d~081502.117"
+        );
+        assert_eq!(
+            backup_config_below("r:m", "a/b", time)["BackupDir"],
+            "r:m/.msync/trash/2026-11-24/a/b"
         );
     }
 }

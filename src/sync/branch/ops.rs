@@ -170,8 +170,7 @@ impl BranchWorker {
 
     /// Moves a remote directory to the trash, as one versioned directory.
     fn trash_dir(&self, name: &str) -> Result<(), Failure> {
-        let trashed = trash::today(SystemTime::now());
-        let trashed = format!("{trashed}/{name}{}", trash::suffix(SystemTime::now()));
+        let trashed = trash::trashed_dir(name, SystemTime::now());
         let call = Call::move_dir(&self.remote_dir(name), &self.remote_dir(&trashed));
         ignore_not_found(self.run_job(&call))?;
         // sync/move empties the directory but leaves it.
@@ -212,12 +211,11 @@ impl BranchWorker {
             let local = self.spec.local.join(path);
             let call = Call::copy(&local.to_string_lossy(), &self.remote_dir(name))
                 .filter(sync_filter())
-                // Backups keep their path below the remote directory.
-                .config(json!({
-                    "BackupDir": format!("{}/{}/{name}", self.spec.remote, trash::today(SystemTime::now())),
-                    "Suffix": trash::suffix(SystemTime::now()),
-                    "SuffixKeepExtension": true,
-                }));
+                .config(trash::backup_config_below(
+                    &self.spec.remote,
+                    name,
+                    SystemTime::now(),
+                ));
             return match self.run_job(&call) {
                 Err(failure @ Failure::Path { .. }) => {
                     self.after_kind_conflict(name, true, failure)
