@@ -256,6 +256,11 @@ impl BranchWorker {
         local_is_dir: bool,
         failure: Failure,
     ) -> Result<(), Failure> {
+        // Looking costs a request, and a call to a remote that stopped
+        // answering may hang: only when the error hints at a conflict.
+        if !failure.may_be_kind_conflict() {
+            return Err(failure);
+        }
         let remote = match self.rclone.stat(&self.at(name)) {
             Ok(Some(entry)) => entry,
             _ => return Err(failure),
