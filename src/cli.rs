@@ -184,7 +184,9 @@ pub struct StopArgs {
     /// The mount point the service was started with.
     pub mount_point: PathBuf,
 
-    /// How long to keep sending queued changes before stopping anyway.
+    /// How long to keep sending queued changes before stopping anyway. A
+    /// remote that is down gets one more try, not the whole timeout: its
+    /// changes wait for the next start.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 

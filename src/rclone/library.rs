@@ -10,6 +10,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -207,6 +208,7 @@ fn initialise(
             &serde_json::json!({ "path": config }),
         );
     }
+    set_retry_policy(&api);
     let version = rpc_with(&api, "core/version", &serde_json::json!({})).map_err(|source| {
         LoadError::NoVersion {
             path: path.clone(),
@@ -234,6 +236,31 @@ fn initialise(
         path,
         version: text,
     })))
+}
+
+/// rclone retries a failed request up to 10 times inside each call, with
+/// the backend's pacer sleeping between tries, and several calls to one
+/// remote share that pacer: four transfers to a server that refuses
+/// connections took over a minute to fail, and all that time `status` said
+/// "syncing". msync retries every path itself, with backoff, and pauses a
+/// branch whose remote is down, so rclone's own retries only need to ride
+/// out a blip.
+const LOW_LEVEL_RETRIES: u64 = 3;
+/// rclone waits a minute for a TCP connection by default; a host that
+/// drops packets would hold a transfer that long per try.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn set_retry_policy(api: &LibrcloneApi) {
+    let options = serde_json::json!({
+        "main": {
+            "LowLevelRetries": LOW_LEVEL_RETRIES,
+            // fs.Duration takes nanoseconds in JSON.
+            "ConnectTimeout": CONNECT_TIMEOUT.as_nanos() as u64,
+        }
+    });
+    if let Err(err) = rpc_with(api, "options/set", &options) {
+        log::info!("librclone keeps its own retry policy: {err}");
+    }
 }
 
 /// Frees an `Output` string exactly once, whatever path the caller takes.

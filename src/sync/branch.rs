@@ -78,6 +78,9 @@ struct Pause {
     message: String,
     /// A thread is trying the remote again; the others wait for it.
     probing: bool,
+    /// The remote failed again after a stop was asked for: the stop stops
+    /// waiting for it.
+    since_stop: bool,
 }
 
 #[derive(Debug)]
@@ -201,8 +204,14 @@ impl BranchWorker {
     }
 
     /// Finish the table until `deadline`, then cancel what runs and exit.
+    /// A paused remote gets one more try at once; if that fails too, the
+    /// stop does not wait for it.
     pub fn stop_by(&self, deadline: Instant) {
-        self.lock().stop_deadline = Some(deadline);
+        let mut shared = self.lock();
+        shared.stop_deadline = Some(deadline);
+        if let Some(pause) = &mut shared.pause {
+            pause.until = Instant::now();
+        }
         self.wake.notify_all();
     }
 
@@ -304,19 +313,24 @@ impl BranchWorker {
     }
 
     /// Whether a stop asks this thread to end now: its deadline passed, or
-    /// nothing is left that it could send (changes a guard holds wait for
-    /// the next start).
+    /// nothing is left that it could send (changes a guard holds, or that
+    /// wait for a remote that is down, wait for the next start).
     fn must_exit(&self, shared: &mut Shared, now: Instant) -> bool {
         let Some(deadline) = shared.stop_deadline else {
             return false;
         };
-        let nothing_left =
-            (shared.table.is_empty() || shared.refused.is_some()) && !shared.reconcile_due;
+        let remote_down = shared
+            .pause
+            .as_ref()
+            .is_some_and(|p| p.since_stop && !p.full && !p.probing);
+        let nothing_left = remote_down
+            || ((shared.table.is_empty() || shared.refused.is_some()) && !shared.reconcile_due);
         if !nothing_left && now < deadline {
             return false;
         }
+        let unsent = !shared.table.is_empty() || shared.reconcile_due;
         let last_out = !shared.reconciling && shared.table.running() == 0;
-        if !nothing_left && last_out && !shared.stop_reported {
+        if unsent && last_out && !shared.stop_reported {
             shared.stop_reported = true;
             warn!(
                 "{}: stopping with {} change(s) not sent; the next start's reconcile sends them",

@@ -736,3 +736,57 @@ fn a_stale_lease_on_a_remote_away_at_start_is_taken_over_when_it_returns() {
     assert_ne!(held["install_id"], "dead-install", "{held}");
     service.stop();
 }
+
+/// The server goes down while the branch is idle, so the next change needs
+/// a new connection: rclone's own retries must not hide the outage behind
+/// "syncing", and `stop` must not wait its whole timeout for a remote that
+/// is down. The change is sent by the next start.
+#[test]
+fn a_server_down_while_idle_shows_at_once_and_does_not_hold_up_stop() {
+    let _serial = serial();
+    let (mut server, pool) = sftp_pool();
+    let mut service = start(&pool, &[]);
+    for i in 0..4 {
+        write_file(&pool.mount.join(format!("a/f{i}.bin")), 2000, i as u8);
+    }
+    pool.settle(SETTLE);
+    server.stop();
+    // Changes a few hundred milliseconds apart, each needing a connection
+    // of its own on another of the branch's threads.
+    for i in 0..4 {
+        write_file(&pool.mount.join(format!("b{i}/late.bin")), 3000, i as u8);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for(&pool, Duration::from_secs(30), "retrying", || {
+        let status = pool.status();
+        status.branches[0].state == BranchState::Retrying
+    });
+
+    let stop_timeout = Duration::from_secs(300);
+    let stopping = Instant::now();
+    run(pool.msync([
+        "stop",
+        pool.install.to_str().unwrap(),
+        pool.mount.to_str().unwrap(),
+        "--timeout",
+        "300s",
+    ]));
+    assert!(
+        stopping.elapsed() < stop_timeout,
+        "stop waited its whole timeout for a remote that is down\n{}",
+        pool.log()
+    );
+    assert!(
+        pool.log().contains("change(s) not sent"),
+        "the unsent change is not reported\n{}",
+        pool.log()
+    );
+    service.stopped = true;
+
+    server.restart();
+    let service = start(&pool, &[]);
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    assert_eq!(pool.remote_files("ssh:msync").len(), 8);
+    service.stop();
+}

@@ -28,6 +28,18 @@ fn version_round_trip_matches_the_rclone_cli() {
     );
 }
 
+/// msync retries paths itself, so the library it loads retries a request
+/// only a few times: the global options are registered and set at load.
+#[test]
+fn the_library_runs_with_msyncs_retry_policy() {
+    let options = rclone().rpc("options/get", &json!({})).unwrap();
+    let main = &options["main"];
+    assert_eq!(main["LowLevelRetries"], 3, "{main:#}");
+    assert_eq!(main["ConnectTimeout"], 15_000_000_000u64, "{main:#}");
+    // Everything else keeps rclone's defaults.
+    assert_eq!(main["Timeout"], 300_000_000_000u64, "{main:#}");
+}
+
 #[test]
 fn unknown_method_is_a_404_error_value() {
     let err = rclone().rpc("no/such-method", &json!({})).unwrap_err();

@@ -46,7 +46,8 @@ func main() {}
 // RcloneInitialize prepares the library: it reads the config file named by
 // RCLONE_CONFIG (as the rclone CLI does; rclone 1.60 has no config/setpath
 // RC call), installs it as the config store and starts the accounting
-// machinery that core/bwlimit and core/stats depend on.
+// machinery that core/bwlimit and core/stats depend on. It makes rclone's
+// global options ("main") reachable through options/get and options/set.
 //
 // It also switches off rclone's atexit signal handler before any backend
 // can register it: that handler takes SIGINT/SIGTERM and calls os.Exit,
@@ -65,6 +66,10 @@ func RcloneInitialize() {
 		}
 	}
 	configfile.Install()
+	// The rclone CLI registers its global options for options/get and
+	// options/set when it parses its flags; a library has no flags, so it
+	// registers them here, and the host can set its retry policy.
+	rc.AddOption("main", fs.GetConfig(context.Background()))
 	accounting.Start(context.Background())
 }
 

@@ -187,6 +187,7 @@ impl BranchWorker {
             full,
             message,
             probing: false,
+            since_stop: shared.stop_deadline.is_some(),
         });
     }
 }
