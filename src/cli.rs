@@ -82,6 +82,16 @@ pub enum Command {
     /// in error, 7 when no service runs.
     Status(StatusArgs),
 
+    /// Move files between branches so the clouds are about equally full.
+    ///
+    /// Plans from each cloud's real size (rclone's `about`, quotas) and the
+    /// files of each branch, then moves files: the path seen through the
+    /// mount never changes, each moved file is sent to its new cloud and its
+    /// old cloud's copy is deleted (not trashed). Works whether the service
+    /// runs or not. Ctrl-C stops cleanly (exit 130); running it again goes
+    /// on. Exit 8 on an install that still needs `msync import`.
+    Balance(BalanceArgs),
+
     /// Call librclone's RC API directly, like `rclone rc`.
     ///
     /// Prints rclone's JSON answer. With --async the call runs as an rclone
@@ -103,6 +113,34 @@ pub struct InstallArgs {
     /// msync's directory on each remote.
     #[arg(long, default_value = "msync", value_name = "PATH")]
     pub remote_path: String,
+
+    /// The most msync may store on a remote, e.g. gdrive=15G; repeat for
+    /// several. For a backend that cannot tell its size (S3, B2, FTP …), or
+    /// to leave room for other uses of the account. NAME=none lifts it.
+    /// A quota above the cloud's real size counts as that size.
+    #[arg(long, value_name = "NAME=SIZE")]
+    pub quota: Vec<crate::space::size::QuotaArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct BalanceArgs {
+    /// An msync install dir.
+    pub install_dir: PathBuf,
+
+    /// List the moves and the bytes; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The widest gap allowed between the fullest and the emptiest cloud,
+    /// in percentage points of fill.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
+    pub target_percent: u32,
+
+    /// Move every file of this branch to the others (as room permits) and
+    /// retire it: it takes no new files from then on. For an account being
+    /// closed, or lost (the local copies are still here).
+    #[arg(long, value_name = "NAME")]
+    pub evacuate: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +208,12 @@ pub struct StartArgs {
     /// (<remote dir>/.msync/trash/<date>).
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub trash_days: u32,
+
+    /// Room always left free on every cloud, e.g. 500M or 2G (default: 2 %
+    /// of each cloud's size, at most 1 GiB). A file that would cut into it
+    /// goes to another cloud.
+    #[arg(long, value_name = "SIZE", value_parser = crate::space::size::parse)]
+    pub min_free: Option<u64>,
 
     /// Set by `msync start` when it runs the service in the background.
     #[arg(long, hide = true)]

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod rclone;
 pub mod rclone_config;
 pub mod service;
+pub mod space;
 pub mod sync;
 pub mod union;
 pub mod watch;

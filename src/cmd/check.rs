@@ -5,9 +5,12 @@ use std::path::Path;
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::error::ExitCode;
-use crate::install::InstallDir;
+use crate::install::{Branch, InstallDir};
 use crate::rclone::{Location, Rclone};
 use crate::rclone_config;
+use crate::space::Capacity;
+use crate::space::measure::measure;
+use crate::space::size::Shown;
 use crate::union::Availability;
 
 /// Below this many inotify watches a branch of ordinary size cannot be
@@ -197,6 +200,7 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
         ),
     );
     let configured = rclone.list_remotes().unwrap_or_default();
+    let mut capacities = Vec::new();
     for branch in &install.manifest.branches {
         let what = format!("branch {}", branch.name);
         if !branch.dir.is_dir() {
@@ -212,7 +216,7 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
         } else {
             match rclone
                 .about(&format!("{}:", branch.name))
-                .map(|_| ())
+                .map(|_| capacities.push(capacity_of(rclone, branch)))
                 .or_else(|err| {
                     // Backends without `about` still answer a listing.
                     rclone
@@ -234,9 +238,48 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
             }
         }
     }
+    report_pool_fill(&capacities);
     if report.failed {
         ExitCode::NotInstalled
     } else {
         ExitCode::Ok
+    }
+}
+
+/// A pool fuller than this gets a warning.
+const POOL_WARN_FILL: f64 = 0.9;
+
+/// A branch's cloud capacity, measured now.
+fn capacity_of(rclone: Rclone, branch: &Branch) -> Capacity {
+    Capacity {
+        quota: branch.quota,
+        measure: Some(measure(rclone, &branch.remote, branch.quota.is_some())),
+        ..Capacity::default()
+    }
+}
+
+/// The pool's fill over the clouds whose size is known; a warning past
+/// [`POOL_WARN_FILL`]. Not a failure: the pool still works.
+fn report_pool_fill(capacities: &[Capacity]) {
+    let known: Vec<(u64, u64)> = capacities
+        .iter()
+        .filter_map(|c| Some((c.size()?, c.free()?)))
+        .collect();
+    let total: u64 = known.iter().map(|(size, _)| size).sum();
+    if total == 0 {
+        return;
+    }
+    let free: u64 = known.iter().map(|(_, free)| free).sum();
+    let fill = 1.0 - free as f64 / total as f64;
+    let line = format!(
+        "{} free of {} ({:.1} % full)",
+        Shown(free),
+        Shown(total),
+        fill * 100.0
+    );
+    if fill > POOL_WARN_FILL {
+        println!("WARN pool: {line}; add an account, raise a quota or free space before it fills");
+    } else {
+        println!("ok   pool: {line}");
     }
 }

@@ -1,6 +1,7 @@
 //! One file per command, each with a `run` that returns the exit code it
 //! chose on purpose, or an error that `main` maps to one.
 
+mod balance;
 mod check;
 mod import;
 mod install;
@@ -22,6 +23,7 @@ use crate::rclone_config;
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Balance(args) => balance::run(&cli.global, &args),
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Install(args) => install::run(&cli.global, &args),
         Command::Import(args) => import::run(&cli.global, &args.install_dir),

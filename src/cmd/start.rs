@@ -70,6 +70,7 @@ fn run_service(
             },
             trash_days: args.trash_days,
             transfers: args.transfers.into(),
+            min_free: args.min_free,
             ..EngineConfig::default()
         },
     };
@@ -131,6 +132,9 @@ fn start_in_background(
     }
     if args.force {
         command.arg("--force");
+    }
+    if let Some(min_free) = args.min_free {
+        command.arg("--min-free").arg(min_free.to_string());
     }
     command
         .arg("--mass-delete-percent")

@@ -8,7 +8,8 @@ use indicatif::{HumanBytes, HumanDuration};
 use crate::cli::StatusArgs;
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
-use crate::service::{self, ClientError, Reply, Request, ServiceStatus};
+use crate::service::{self, ClientError, PoolStatus, Reply, Request, ServiceStatus};
+use crate::space::{CloudSpace, PoolRoom};
 use crate::sync::{BranchState, BranchStatus, PathClass};
 
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -63,12 +64,17 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// 0 when every branch is idle or syncing, 6 when one is retrying or in
 /// error, or holds a path that failed (a skipped FIFO or socket is no
-/// failure).
+/// failure), or when every cloud is full.
 fn health(status: &ServiceStatus) -> ExitCode {
-    let unhealthy = status.branches.iter().any(|b| {
-        matches!(b.state, BranchState::Retrying | BranchState::Error)
-            || b.failing.iter().any(|f| f.class != PathClass::Skipped)
-    });
+    let pool_full = status
+        .pool
+        .as_ref()
+        .is_some_and(|p| p.room == PoolRoom::Full);
+    let unhealthy = pool_full
+        || status.branches.iter().any(|b| {
+            matches!(b.state, BranchState::Retrying | BranchState::Error)
+                || b.failing.iter().any(|f| f.class != PathClass::Skipped)
+        });
     if unhealthy {
         ExitCode::RcloneFailed
     } else {
@@ -86,9 +92,74 @@ fn print_human(status: &ServiceStatus) {
         status.union,
         status.inotify_watches
     );
+    if let Some(pool) = &status.pool {
+        print_pool(pool);
+    }
     for branch in &status.branches {
         print_branch(branch);
     }
+}
+
+fn print_pool(pool: &PoolStatus) {
+    let fill = pool
+        .fill_percent
+        .map(|f| format!(", {f:.1} % full"))
+        .unwrap_or_default();
+    println!(
+        "  pool: {} of {} free{fill}; new files go to {}",
+        HumanBytes(pool.free),
+        HumanBytes(pool.total),
+        if pool.takes_new.is_empty() {
+            "no branch".to_owned()
+        } else {
+            pool.takes_new.join(", ")
+        }
+    );
+    match pool.room {
+        PoolRoom::Full => println!(
+            "  POOL FULL: every cloud is full; new files stay on the local disk until room is made"
+        ),
+        PoolRoom::Unknown => println!(
+            "  capacity unknown: no cloud tells its size; set quotas with `msync install --quota NAME=SIZE`"
+        ),
+        PoolRoom::Room => {}
+    }
+    if !pool.unknown.is_empty() && pool.room != PoolRoom::Unknown {
+        println!(
+            "  capacity unknown for {} (no new files go there; set a quota with `msync install --quota NAME=SIZE`)",
+            pool.unknown.join(", ")
+        );
+    }
+}
+
+/// One cloud's space in a line: used, free of total, fill, queued, and as
+/// of when.
+fn describe_space(space: &CloudSpace) -> String {
+    let Some(total) = space.total else {
+        return "unknown (the backend does not tell; set a quota with `msync install --quota NAME=SIZE`)"
+            .into();
+    };
+    let mut line = format!(
+        "{} free of {}{}",
+        space.free.map_or("?".into(), |f| HumanBytes(f).to_string()),
+        HumanBytes(total),
+        if space.quota == Some(total) {
+            " (quota)"
+        } else {
+            ""
+        }
+    );
+    if let Some(fill) = space.fill_percent {
+        line.push_str(&format!(", {fill:.1} % full"));
+    }
+    if space.pending > 0 {
+        line.push_str(&format!(", {} queued", HumanBytes(space.pending)));
+    }
+    line.push_str(&format!(", {} reserve", HumanBytes(space.reserve)));
+    if let Some(at) = &space.measured {
+        line.push_str(&format!(", as of {at}"));
+    }
+    line
 }
 
 fn print_branch(branch: &BranchStatus) {
@@ -103,15 +174,7 @@ fn print_branch(branch: &BranchStatus) {
         branch.last_sync.as_deref().unwrap_or("never"),
         branch.remote
     );
-    if let Some(space) = &branch.space {
-        let show =
-            |v: Option<i64>| v.map_or("?".into(), |b| HumanBytes(b.max(0) as u64).to_string());
-        println!(
-            "      space: {} used, {} free",
-            show(space.used),
-            show(space.free)
-        );
-    }
+    println!("      space: {}", describe_space(&branch.space));
     for file in &branch.in_flight {
         let eta = file
             .eta

@@ -60,9 +60,9 @@ pub fn run(args: &StopArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from_code(code.into()).unwrap_or(ExitCode::Failed),
             message,
         )),
-        Reply::Status(_) => Err(coded(
+        other => Err(coded(
             ExitCode::Failed,
-            "the service answered a stop with its status",
+            format!("the service answered a stop with {other:?}"),
         )),
     }
 }

@@ -23,10 +23,11 @@ pub const MANIFEST_FILE: &str = "msync.json";
 /// without it (its disk not mounted, the directory replaced) is never
 /// synced: an empty directory must not pass for an emptied branch.
 pub const MARKER_FILE: &str = ".msync-branch";
-/// The manifest format this msync writes. Format 1 (one `imported` flag
-/// for the whole install, no branch identities) is read and migrated in
-/// place.
-const FORMAT: u32 = 2;
+/// The manifest format this msync writes. Older formats are read and
+/// migrated in place: format 1 had one `imported` flag for the whole
+/// install and no branch identities; format 2 had no quotas and no retired
+/// branches.
+const FORMAT: u32 = 3;
 
 /// Why an install dir cannot be used.
 #[derive(Debug, Error)]
@@ -80,6 +81,14 @@ pub struct Branch {
     /// own, so the marker can be put back (see [`MARKER_FILE`]).
     #[serde(default)]
     pub identity: Option<DirIdentity>,
+    /// The most msync may store on the remote, in bytes (`install --quota`):
+    /// for a backend that cannot tell its size, or to leave room for other
+    /// uses of the account.
+    #[serde(default)]
+    pub quota: Option<u64>,
+    /// Emptied by `balance --evacuate`: takes no new files.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// A directory's device and inode.
@@ -167,11 +176,19 @@ impl InstallDir {
             serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
         let format = value["format"].as_u64().unwrap_or(0);
         let migrated = match format {
-            1 => migrate_from_1(&mut value),
+            1 => {
+                migrate_from_1(&mut value);
+                migrate_from_2(&mut value);
+                true
+            }
+            2 => {
+                migrate_from_2(&mut value);
+                true
+            }
             f if f == u64::from(FORMAT) => false,
             f => {
                 return Err(corrupt(format!(
-                    "format {f} is not a format this msync reads (1 or {FORMAT}); a newer msync wrote it"
+                    "format {f} is not a format this msync reads (1 to {FORMAT}); a newer msync wrote it"
                 )));
             }
         };
@@ -275,6 +292,8 @@ impl InstallDir {
             remote,
             imported: false,
             identity,
+            quota: None,
+            retired: false,
         });
         Ok(true)
     }
@@ -316,15 +335,15 @@ impl InstallDir {
     }
 }
 
-/// Turns a format 1 manifest into format 2: each branch takes the install's
-/// `imported` flag, and a branch whose marker is in place is vouched for by
-/// its directory's identity now. Returns true (the manifest changed).
 /// The marker text of branch `name` of install `install_id`.
 pub fn marker_text(name: &str, install_id: &str) -> String {
     format!("msync branch {name} of install {install_id}\n")
 }
 
-fn migrate_from_1(value: &mut serde_json::Value) -> bool {
+/// Turns a format 1 manifest into format 2: each branch takes the install's
+/// `imported` flag, and a branch whose marker is in place is vouched for by
+/// its directory's identity now.
+fn migrate_from_1(value: &mut serde_json::Value) {
     let imported = value["imported"].as_bool().unwrap_or(false);
     let install_id = value["install_id"].as_str().unwrap_or_default().to_owned();
     if let Some(branches) = value["branches"].as_array_mut() {
@@ -340,9 +359,20 @@ fn migrate_from_1(value: &mut serde_json::Value) -> bool {
     }
     if let Some(object) = value.as_object_mut() {
         object.remove("imported");
-        object.insert("format".into(), serde_json::json!(FORMAT));
+        object.insert("format".into(), serde_json::json!(2));
     }
-    true
+}
+
+/// Turns a format 2 manifest into format 3: no branch has a quota or is
+/// retired.
+fn migrate_from_2(value: &mut serde_json::Value) {
+    if let Some(branches) = value["branches"].as_array_mut() {
+        for branch in branches {
+            branch["quota"] = serde_json::Value::Null;
+            branch["retired"] = serde_json::json!(false);
+        }
+    }
+    value["format"] = serde_json::json!(3);
 }
 
 /// Creates `dir` (and parents) and makes it 0700; refuses a symlink.
@@ -526,6 +556,37 @@ mod tests {
             serde_json::from_str(&fs::read_to_string(root.join(MANIFEST_FILE)).unwrap()).unwrap();
         assert_eq!(saved["format"], FORMAT);
         assert!(saved.get("imported").is_none());
+        assert_eq!(InstallDir::open(&root).unwrap().manifest, install.manifest);
+    }
+
+    #[test]
+    fn a_format_2_manifest_is_migrated_in_place() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().canonicalize().unwrap();
+        let dir = root.join("branches/a");
+        fs::create_dir_all(&dir).unwrap();
+        // As msync wrote it before quotas.
+        let old = serde_json::json!({
+            "format": 2,
+            "install_id": "id-2",
+            "rclone_config": "/etc/rclone.conf",
+            "remote_path": "msync",
+            "branches": [
+                {"name": "a", "dir": dir, "remote": "a:msync", "imported": true,
+                 "identity": {"dev": 1, "ino": 2}},
+            ],
+        });
+        fs::write(root.join(MANIFEST_FILE), old.to_string()).unwrap();
+
+        let install = InstallDir::open(&root).unwrap();
+        let a = &install.manifest.branches[0];
+        assert!(a.imported);
+        assert_eq!(a.identity, Some(DirIdentity { dev: 1, ino: 2 }));
+        assert_eq!((a.quota, a.retired), (None, false));
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(root.join(MANIFEST_FILE)).unwrap()).unwrap();
+        assert_eq!(saved["format"], FORMAT);
+        assert_eq!(saved["branches"][0]["retired"], false);
         assert_eq!(InstallDir::open(&root).unwrap().manifest, install.manifest);
     }
 

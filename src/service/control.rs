@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
@@ -26,6 +25,22 @@ pub enum Request {
         timeout_secs: u64,
         now: bool,
     },
+    /// `balance`: move files between branches (each to be sent from its
+    /// new branch, its old cloud's copy discarded); first mark `retire` as
+    /// taking no new files, if given.
+    Move {
+        moves: Vec<MoveOrder>,
+        #[serde(default)]
+        retire: Option<String>,
+    },
+}
+
+/// One file to move, by branch names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MoveOrder {
+    pub from: String,
+    pub to: String,
+    pub path: PathBuf,
 }
 
 /// The service as `status` shows it. Field names are stable for scripts.
@@ -38,6 +53,9 @@ pub struct ServiceStatus {
     pub started: String,
     pub inotify_watches: usize,
     pub branches: Vec<BranchStatus>,
+    /// The pool's space and where new files go (once first looked at).
+    #[serde(default)]
+    pub pool: Option<super::PoolStatus>,
 }
 
 /// What the service answers.
@@ -46,7 +64,25 @@ pub struct ServiceStatus {
 pub enum Reply {
     Status(ServiceStatus),
     Stopped,
-    Error { code: u8, message: String },
+    /// How many of the moves asked for were made, and why the others were
+    /// not.
+    Moved {
+        moved: usize,
+        failed: Vec<String>,
+    },
+    Error {
+        code: u8,
+        message: String,
+    },
+}
+
+/// Answers a `Move` request: the moves, and a branch to retire first.
+pub type MoveHandler = dyn Fn(&[MoveOrder], Option<&str>) -> Reply + Send + Sync;
+
+/// What the control socket answers with.
+pub struct Handlers {
+    pub status: Box<dyn Fn() -> ServiceStatus + Send + Sync>,
+    pub moves: Box<MoveHandler>,
 }
 
 /// A stop request handed to the main loop, with where to send the answer.
@@ -90,7 +126,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// Serves a bound socket on the named thread `msync-control`.
 pub fn serve_on(
     listener: UnixListener,
-    status: Arc<dyn Fn() -> ServiceStatus + Send + Sync>,
+    handlers: Handlers,
     stops: Sender<StopRequest>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -99,7 +135,7 @@ pub fn serve_on(
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(err) = answer(stream, &*status, &stops) {
+                        if let Err(err) = answer(stream, &handlers, &stops) {
                             warn!("control socket: {err}");
                         }
                     }
@@ -112,14 +148,15 @@ pub fn serve_on(
 
 fn answer(
     stream: UnixStream,
-    status: &(dyn Fn() -> ServiceStatus + Send + Sync),
+    handlers: &Handlers,
     stops: &Sender<StopRequest>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => Reply::Status(status()),
+        Ok(Request::Status) => Reply::Status((handlers.status)()),
+        Ok(Request::Move { moves, retire }) => (handlers.moves)(&moves, retire.as_deref()),
         Ok(Request::Stop {
             mount_point,
             timeout_secs,

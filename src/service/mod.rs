@@ -7,6 +7,9 @@
 //! - `msync-watch` owns the inotify fd (see [`crate::watch`]);
 //! - `msync-sync-<branch>`, one per branch, run the rclone jobs (see
 //!   [`crate::sync`]);
+//! - `msync-space` decides which branches take new files and moves files
+//!   that do not fit on their cloud (see [`space_keeper`]);
+//! - `msync-lease` renews the leases on the remote directories;
 //! - `msync-control` answers the control socket;
 //! - `msync-signals` turns SIGINT/SIGTERM/SIGHUP into messages.
 //!
@@ -17,20 +20,22 @@ mod control;
 mod leases;
 pub mod logging;
 mod pidfile;
+mod space_keeper;
 mod stale_mount;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, mpsc::Sender};
+use std::sync::{Arc, Mutex, mpsc::Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use log::{error, info, warn};
 use nix::sys::signal::Signal;
 
-pub use control::{ClientError, Reply, Request, ServiceStatus, request};
+pub use control::{ClientError, MoveOrder, Reply, Request, ServiceStatus, request};
 pub use pidfile::{DYING_HOLDER_GRACE, LockError, PidLock, running_pid};
+pub use space_keeper::PoolStatus;
 
 use crate::error::{ExitCode, coded};
 use crate::install::{InstallDir, MARKER_FILE};
@@ -68,6 +73,7 @@ struct Running {
     watcher: Option<Watcher>,
     watch_rx: Receiver<WatchMessage>,
     watch_count: Arc<AtomicUsize>,
+    space_keeper: Option<space_keeper::SpaceKeeper>,
 }
 
 /// Runs the service until it is stopped. `load` loads librclone; it is
@@ -204,6 +210,7 @@ pub fn run(
             marker: b.dir.join(MARKER_FILE),
             marker_text: install.marker_text(&b.name),
             identity: b.identity,
+            quota: b.quota,
         })
         .collect();
     let engine =
@@ -212,6 +219,8 @@ pub fn run(
         engine.hold(index, Some(reason));
     }
     let watch_count = Arc::new(AtomicUsize::new(watcher.watch_count()));
+    let space_keeper = space_keeper::keep_space(&install, &mount_point, driver, &engine)
+        .context("starting the space keeper")?;
 
     let (stop_tx, stop_rx) = mpsc::channel();
     serve_control(
@@ -219,8 +228,12 @@ pub fn run(
         &install,
         &mount_point,
         driver,
-        &engine,
-        &watch_count,
+        Watched {
+            engine: &engine,
+            watch_count: &watch_count,
+            pool: &space_keeper.pool,
+            mover: &space_keeper.mover,
+        },
         stop_tx,
     )?;
     info!("msync service running (pid {})", std::process::id());
@@ -235,8 +248,10 @@ pub fn run(
         watcher: Some(watcher),
         watch_rx,
         watch_count,
+        space_keeper: Some(space_keeper),
     };
     let result = running.main_loop(&signals, &stop_rx);
+    drop(running);
     drop(renewer);
     drop(held);
     result
@@ -298,17 +313,29 @@ impl Drop for MountGuard {
     }
 }
 
+/// What the control socket reads and drives in the running service.
+struct Watched<'a> {
+    engine: &'a Arc<Engine>,
+    watch_count: &'a Arc<AtomicUsize>,
+    pool: &'a Arc<Mutex<Option<PoolStatus>>>,
+    mover: &'a Arc<space_keeper::Mover>,
+}
+
 fn serve_control(
     listener: std::os::unix::net::UnixListener,
     install: &InstallDir,
     mount_point: &Path,
     driver: Driver,
-    engine: &Arc<Engine>,
-    watch_count: &Arc<AtomicUsize>,
+    watched: Watched<'_>,
     stops: Sender<control::StopRequest>,
 ) -> anyhow::Result<()> {
     let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let (engine, watch_count) = (Arc::clone(engine), Arc::clone(watch_count));
+    let (engine, watch_count, pool, mover) = (
+        Arc::clone(watched.engine),
+        Arc::clone(watched.watch_count),
+        Arc::clone(watched.pool),
+        Arc::clone(watched.mover),
+    );
     let (install_dir, mount_point) = (install.root().to_path_buf(), mount_point.to_path_buf());
     let status = move || ServiceStatus {
         pid: std::process::id(),
@@ -318,8 +345,13 @@ fn serve_control(
         started: started.clone(),
         inotify_watches: watch_count.load(Ordering::Relaxed),
         branches: engine.status(),
+        pool: pool.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     };
-    control::serve_on(listener, Arc::new(status), stops).context("serving the control socket")
+    let handlers = control::Handlers {
+        status: Box::new(status),
+        moves: Box::new(move |moves, retire| mover.answer(moves, retire)),
+    };
+    control::serve_on(listener, handlers, stops).context("serving the control socket")
 }
 
 /// What the start does at its mount point.
@@ -476,6 +508,11 @@ impl Running {
                 warn!("{} was not mounted any more", self.mount_point.display())
             }
             Err(err) => return Err(err.into()),
+        }
+        // No file moves between branches from here; the watcher's flush
+        // below sees the last one.
+        if let Some(keeper) = self.space_keeper.take() {
+            keeper.stop();
         }
         if let Some(watcher) = &self.watcher {
             watcher.flush();

@@ -16,34 +16,41 @@
 //! A full reconcile runs alone: when one is due the threads stop taking
 //! work, and the last to finish runs it.
 //!
+//! The branch tracks its cloud's capacity (in [`capacity`]): measured now
+//! and then, less what it sent since and what it has queued. A file that
+//! does not fit is not sent; it is listed as homeless, for the service to
+//! move to a branch whose cloud has room.
+//!
 //! Every transfer of a branch is accounted in the stats group
 //! `msync/branch/<name>`, so `status` reads the files in flight from
 //! rclone's own accounting. Anything that may take a while runs as an
 //! `_async` job, so `stop --now` can cancel it with `job/stop`; a small file
 //! goes as one plain call.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
 use serde_json::json;
 
+mod capacity;
 mod ops;
 mod outcome;
 
-use super::status::{BranchState, BranchStatus, InFlight, Space};
-use super::table::{Op, PathTable, Taken};
+use super::failure::Trouble;
+use super::status::{BranchState, BranchStatus, InFlight};
+use super::table::{Covered, Op, PathTable, Taken};
 use super::{EngineConfig, guard};
 use crate::install::DirIdentity;
 use crate::rclone::Rclone;
+use crate::space::Capacity;
 
 /// How often a running job is polled.
 const POLL: Duration = Duration::from_millis(50);
 /// How often a held branch (no marker) is looked at again.
 const HELD_RECHECK: Duration = Duration::from_secs(5);
-/// How often the remote's space is asked for at most.
-const SPACE_REFRESH: Duration = Duration::from_secs(600);
 /// Uploads one file-list job carries at most.
 const BATCH_MAX: usize = 1000;
 /// The first wait before a reconcile that left some paths behind, or was
@@ -67,6 +74,8 @@ pub struct BranchSpec {
     /// The branch directory's identity as recorded at install, which lets
     /// a deleted marker be put back.
     pub identity: Option<DirIdentity>,
+    /// The most msync may store on the remote (`install --quota`).
+    pub quota: Option<u64>,
 }
 
 /// A whole-remote failure the branch is waiting out.
@@ -74,7 +83,7 @@ pub struct BranchSpec {
 struct Pause {
     until: Instant,
     failures: u32,
-    full: bool,
+    trouble: Trouble,
     message: String,
     /// A thread is trying the remote again; the others wait for it.
     probing: bool,
@@ -101,8 +110,17 @@ struct Shared {
     last_sync: Option<SystemTime>,
     last_error: Option<String>,
     warning: Option<String>,
-    space: Option<Space>,
-    space_checked: Option<Instant>,
+    /// The cloud's capacity; its `pending` is filled in from the table
+    /// when read.
+    capacity: Capacity,
+    /// When the capacity is measured next (sooner when much was sent).
+    next_measure: Instant,
+    /// When msync's bytes on the remote are measured next, for a quota.
+    next_stored_measure: Instant,
+    measuring: bool,
+    /// Uploads that do not fit on this cloud, waiting to be moved to a
+    /// branch whose cloud has room.
+    homeless: BTreeSet<PathBuf>,
     files_sent: u64,
     bytes_sent: u64,
     /// Why the branch is not synced at all, while it is not.
@@ -126,7 +144,9 @@ pub struct BranchWorker {
 /// A unit of work a thread took.
 enum Work {
     /// A full reconcile, covering the entries it took off the table.
-    Reconcile(Vec<(u64, Op)>),
+    Reconcile(Covered),
+    /// Asking the remote how much room it has.
+    Measure,
     Ops {
         taken: Taken,
         probe: bool,
@@ -150,8 +170,15 @@ impl BranchWorker {
                 last_sync: None,
                 last_error: None,
                 warning: None,
-                space: None,
-                space_checked: None,
+                capacity: Capacity {
+                    quota: spec.quota,
+                    min_free: config.min_free,
+                    ..Capacity::default()
+                },
+                next_measure: Instant::now(),
+                next_stored_measure: Instant::now(),
+                measuring: false,
+                homeless: BTreeSet::new(),
                 files_sent: 0,
                 bytes_sent: 0,
                 held: None,
@@ -181,12 +208,33 @@ impl BranchWorker {
             .0
     }
 
+    /// Queues work; an upload is queued with its file's size, which
+    /// counts against the cloud's room until it is sent.
     pub fn enqueue(&self, ops: impl IntoIterator<Item = Op>) {
+        let sized: Vec<(Op, u64)> = ops
+            .into_iter()
+            .map(|op| {
+                let bytes = match &op {
+                    Op::Upload(path) => self.file_size(path),
+                    _ => 0,
+                };
+                (op, bytes)
+            })
+            .collect();
         let mut shared = self.lock();
-        for op in ops {
-            shared.table.push(op);
+        for (op, bytes) in sized {
+            shared.homeless.remove(op.path());
+            shared.table.push_sized(op, bytes);
         }
         self.wake.notify_all();
+    }
+
+    /// A regular file's size in the branch; 0 for anything else.
+    fn file_size(&self, path: &Path) -> u64 {
+        std::fs::symlink_metadata(self.spec.local.join(path))
+            .ok()
+            .filter(|meta| meta.is_file())
+            .map_or(0, |meta| meta.len())
     }
 
     pub fn request_reconcile(&self) {
@@ -201,6 +249,23 @@ impl BranchWorker {
 
     pub fn set_warning(&self, warning: Option<String>) {
         self.lock().warning = warning;
+    }
+
+    /// The cloud's capacity now, what it has queued counted in.
+    pub fn capacity(&self) -> Capacity {
+        self.lock().capacity_now()
+    }
+
+    /// What is wrong with the whole remote, while something is.
+    pub fn trouble(&self) -> Option<Trouble> {
+        self.lock().pause.as_ref().map(|p| p.trouble)
+    }
+
+    /// The uploads that did not fit since the last call.
+    pub fn take_homeless(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.lock().homeless)
+            .into_iter()
+            .collect()
     }
 
     /// Finish the table until `deadline`, then cancel what runs and exit.
@@ -234,7 +299,7 @@ impl BranchWorker {
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
                 last_error: shared.last_error.clone(),
                 warning: shared.warning.clone(),
-                space: shared.space.clone(),
+                space: shared.capacity_now().view(),
                 files_sent: shared.files_sent,
                 bytes_sent: shared.bytes_sent,
             };
@@ -263,6 +328,10 @@ impl BranchWorker {
                 Work::Reconcile(covered) => {
                     let result = self.reconcile();
                     self.reconciled(covered, result)
+                }
+                Work::Measure => {
+                    self.measure();
+                    false
                 }
                 Work::Ops { taken, probe } => {
                     let ops: Vec<Op> = taken.iter().map(|(_, op)| op.clone()).collect();
@@ -305,6 +374,23 @@ impl BranchWorker {
             if now >= shared.next_reconcile {
                 shared.reconcile_due = true;
             }
+            let full = shared
+                .pause
+                .as_ref()
+                .is_some_and(|p| p.trouble == Trouble::Full && !p.probing);
+            if full && !shared.table.has_uploads() && !shared.reconcile_due {
+                // What did not fit went to other branches: nothing waits
+                // for room here. The next file that does not fit is found
+                // by the capacity check or by the remote again.
+                info!(
+                    "{}: nothing waits for room on the full cloud",
+                    self.spec.name
+                );
+                shared.pause = None;
+                if !shared.table.has_failing() {
+                    shared.last_error = None;
+                }
+            }
             match self.take_work(&mut shared, now) {
                 Ok(work) => return Some(work),
                 Err(wake_at) => shared = self.wait(shared, wake_at),
@@ -322,7 +408,7 @@ impl BranchWorker {
         let remote_down = shared
             .pause
             .as_ref()
-            .is_some_and(|p| p.since_stop && !p.full && !p.probing);
+            .is_some_and(|p| p.since_stop && p.trouble == Trouble::Down && !p.probing);
         let nothing_left = remote_down
             || ((shared.table.is_empty() || shared.refused.is_some()) && !shared.reconcile_due);
         if !nothing_left && now < deadline {
@@ -350,11 +436,27 @@ impl BranchWorker {
         if let Some(deadline) = shared.stop_deadline {
             wake_at = wake_at.min(deadline);
         }
-        let (probe, full_only) = match &shared.pause {
-            Some(pause) if pause.probing => (false, pause.full),
+        let remote_down = shared
+            .pause
+            .as_ref()
+            .is_some_and(|p| p.trouble == Trouble::Down);
+        if shared.stop_deadline.is_none() && !shared.measuring && !remote_down {
+            if now >= shared.next_measure || shared.capacity.sent_enough_to_measure() {
+                shared.measuring = true;
+                return Ok(Work::Measure);
+            }
+            wake_at = wake_at.min(shared.next_measure);
+        }
+        if !shared.capacity.asked {
+            // Nothing is sent before the cloud was first asked for its
+            // room (the measure wakes the others when done).
+            return Err(wake_at);
+        }
+        let (probe, no_uploads) = match &shared.pause {
+            Some(pause) if pause.probing => (false, pause.trouble.takes_non_uploads()),
             Some(pause) if now < pause.until => {
                 wake_at = wake_at.min(pause.until);
-                (false, pause.full)
+                (false, pause.trouble.takes_non_uploads())
             }
             Some(_) => (true, false),
             None => (false, false),
@@ -380,9 +482,9 @@ impl BranchWorker {
         }
         let taken = if may_probe {
             shared.table.take(now, usize::MAX, 1, |_| true)
-        } else if shared.pause.is_none() || full_only {
+        } else if shared.pause.is_none() || no_uploads {
             shared.table.take(now, self.config.burst, BATCH_MAX, |op| {
-                !full_only || !op.sends_bytes()
+                !no_uploads || !op.sends_bytes()
             })
         } else {
             Vec::new()
@@ -428,6 +530,14 @@ impl BranchWorker {
 }
 
 impl Shared {
+    /// The capacity with what the table holds counted as pending.
+    fn capacity_now(&self) -> Capacity {
+        Capacity {
+            pending: self.table.pending_bytes(),
+            ..self.capacity.clone()
+        }
+    }
+
     fn state(&self) -> BranchState {
         if self.held.is_some() || self.refused.is_some() {
             BranchState::Error

@@ -8,7 +8,11 @@
 //!   a file type that cannot be sent) is not retried until the path changes
 //!   again.
 //! - [`Failure::Remote`] concerns the whole remote (network down, auth
-//!   expired, rate limited, full): the branch pauses and probes.
+//!   expired, rate limited, full, a daily upload cap reached): the branch
+//!   pauses and probes.
+//! - [`Failure::NoRoom`] is a file that does not fit in the room its cloud
+//!   has left, found before sending it: it waits to be moved to a cloud
+//!   with room.
 //!
 //! rclone reports errors as text, so the classes are decided by matching
 //! the messages its backends produce; anything unrecognised is a transient
@@ -16,14 +20,34 @@
 
 use crate::rclone::RcloneError;
 
+/// What is wrong with a whole remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// It cannot be reached or will not serve anyone now.
+    Down,
+    /// Out of space or over quota: deletes and moves still go through.
+    Full,
+    /// A daily upload cap is reached (Google Drive's 750 GB a day): uploads
+    /// wait until it resets; deletes and moves still go through.
+    Capped,
+}
+
+impl Trouble {
+    /// Whether work that sends no bytes still goes through.
+    pub fn takes_non_uploads(self) -> bool {
+        self != Trouble::Down
+    }
+}
+
 /// Why one unit of work did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// This path only; the others go on.
     Path { permanent: bool, message: String },
-    /// The whole remote is unusable for now; `full` when it is out of
-    /// space (deletes and moves may still go through then).
-    Remote { full: bool, message: String },
+    /// The whole remote is unusable for now, or for uploads.
+    Remote { trouble: Trouble, message: String },
+    /// The file does not fit in the room its cloud has left.
+    NoRoom(String),
     /// Cancelled by `stop`.
     Cancelled,
     /// A guard refused the work (see [`super::guard`]).
@@ -54,16 +78,17 @@ impl Failure {
     pub fn from_message(message: impl Into<String>) -> Failure {
         let message = message.into();
         let lower = message.to_lowercase();
-        if FULL.iter().any(|m| lower.contains(m)) {
-            Failure::Remote {
-                full: true,
-                message,
-            }
+        let trouble = if CAPPED.iter().any(|m| lower.contains(m)) {
+            Some(Trouble::Capped)
+        } else if FULL.iter().any(|m| lower.contains(m)) {
+            Some(Trouble::Full)
         } else if REMOTE_DOWN.iter().any(|m| lower.contains(m)) {
-            Failure::Remote {
-                full: false,
-                message,
-            }
+            Some(Trouble::Down)
+        } else {
+            None
+        };
+        if let Some(trouble) = trouble {
+            Failure::Remote { trouble, message }
         } else if PATH_PERMANENT.iter().any(|m| lower.contains(m)) {
             Failure::permanent(message)
         } else {
@@ -74,7 +99,9 @@ impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Failure::Path { message, .. } | Failure::Remote { message, .. } => message,
-            Failure::Refused(message) | Failure::Skipped(message) => message,
+            Failure::Refused(message) | Failure::Skipped(message) | Failure::NoRoom(message) => {
+                message
+            }
             Failure::Cancelled => "cancelled",
         }
     }
@@ -140,7 +167,17 @@ const KIND_CONFLICT: &[&str] = &[
     "already exists",
 ];
 
-/// The remote is out of space or over quota.
+/// A daily upload cap: Google Drive answers 403 with reason
+/// `userRateLimitExceeded` and the message "User rate limit exceeded." once
+/// an account uploaded 750 GB in a day (the reason alone is also a plain
+/// rate limit, which the message tells apart), or `uploadLimitExceeded`.
+const CAPPED: &[&str] = &["user rate limit exceeded.", "uploadlimitexceeded"];
+
+/// The remote is out of space or over quota, in the words of the local and
+/// sftp backends (errno text), Google Drive (`storageQuotaExceeded`),
+/// OneDrive (`quotaLimitReached`), Dropbox (`insufficient_space`), Box
+/// (`storage_limit_exceeded`), Backblaze B2 (`cap_exceeded`), Mega and
+/// pCloud ("over quota") and WebDAV (507 Insufficient Storage).
 const FULL: &[&str] = &[
     "no space left on device",
     "disk quota exceeded",
@@ -149,6 +186,9 @@ const FULL: &[&str] = &[
     "quota exceeded",
     "quotaexceeded",
     "storagequotaexceeded",
+    "quotalimitreached",
+    "storage_limit_exceeded",
+    "cap_exceeded",
     "over quota",
     "insufficient_space",
     "status 507",
@@ -212,7 +252,14 @@ mod tests {
                 permanent: true, ..
             } => "path permanent",
             Failure::Path { .. } => "path transient",
-            Failure::Remote { full: true, .. } => "remote full",
+            Failure::Remote {
+                trouble: Trouble::Full,
+                ..
+            } => "remote full",
+            Failure::Remote {
+                trouble: Trouble::Capped,
+                ..
+            } => "remote capped",
             Failure::Remote { .. } => "remote down",
             _ => "other",
         }
@@ -240,6 +287,41 @@ mod tests {
                 "path transient",
             ),
             ("rename /a /b: no such file or directory", "path transient"),
+            // Quota and cap texts of the common backends, as rclone passes
+            // them on.
+            (
+                "googleapi: Error 403: The user's Drive storage quota has been exceeded., storageQuotaExceeded",
+                "remote full",
+            ),
+            (
+                "quotaLimitReached: Insufficient Space Available",
+                "remote full",
+            ),
+            ("upload failed: path/insufficient_space/..", "remote full"),
+            (
+                "Error \"storage_limit_exceeded\" (403): Account storage limit reached",
+                "remote full",
+            ),
+            (
+                "storage_cap_exceeded (403): Cannot upload files, storage cap exceeded.",
+                "remote full",
+            ),
+            ("Over quota", "remote full"),
+            (
+                "sftp: \"Failure\" (SSH_FX_FAILURE): no space left on device",
+                "remote full",
+            ),
+            ("507 Insufficient Storage", "remote full"),
+            (
+                "googleapi: Error 403: User rate limit exceeded., userRateLimitExceeded",
+                "remote capped",
+            ),
+            ("googleapi: Error 403: uploadLimitExceeded", "remote capped"),
+            // A plain rate limit is a pause, not a daily cap.
+            (
+                "googleapi: Error 403: Rate Limit Exceeded, rateLimitExceeded",
+                "remote down",
+            ),
         ] {
             assert_eq!(class(message), expected, "{message}");
         }

@@ -20,7 +20,7 @@ mod status;
 mod table;
 pub mod trash;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,11 +30,13 @@ use serde_json::{Value, json};
 pub use branch::BranchSpec;
 use branch::BranchWorker;
 pub use failure::Failure;
+pub use failure::Trouble;
 pub use guard::MassDeleteLimit;
-pub use status::{BranchState, BranchStatus, InFlight, Space};
+pub use status::{BranchState, BranchStatus, InFlight};
 pub use table::{FailingPath, Op, PathClass, PathTable};
 
 use crate::rclone::Rclone;
+use crate::space::Capacity;
 use crate::watch::Change;
 
 /// Names that exist only locally and are never uploaded: union filesystem
@@ -95,6 +97,9 @@ pub struct EngineConfig {
     pub mass_delete: MassDeleteLimit,
     /// Days a trashed file is kept on the remote.
     pub trash_days: u32,
+    /// Room always left free on each cloud (default: 2 % of its size, at
+    /// most 1 GiB).
+    pub min_free: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +111,7 @@ impl Default for EngineConfig {
             max_backoff: Duration::from_secs(60),
             mass_delete: MassDeleteLimit::default(),
             trash_days: 30,
+            min_free: None,
         }
     }
 }
@@ -171,6 +177,31 @@ impl Engine {
     pub fn hold(&self, branch: usize, reason: Option<String>) {
         if let Some(worker) = self.worker(branch) {
             worker.set_hold(reason);
+        }
+    }
+
+    /// Every branch's cloud capacity, and what is wrong with its remote if
+    /// anything, in branch order.
+    pub fn capacities(&self) -> Vec<(Capacity, Option<Trouble>)> {
+        self.workers
+            .iter()
+            .map(|w| (w.capacity(), w.trouble()))
+            .collect()
+    }
+
+    /// The uploads of a branch that did not fit on its cloud since the
+    /// last call, to be moved to another branch.
+    pub fn take_homeless(&self, branch: usize) -> Vec<PathBuf> {
+        self.worker(branch)
+            .map(|w| w.take_homeless())
+            .unwrap_or_default()
+    }
+
+    /// A file moved out of a branch to another: its object on the old
+    /// branch's remote is deleted for good, not trashed.
+    pub fn discard(&self, branch: usize, path: PathBuf) {
+        if let Some(worker) = self.worker(branch) {
+            worker.enqueue([Op::Discard(path)]);
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::table::FailingPath;
+use crate::space::CloudSpace;
 
 /// A branch's state, as `status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,14 +34,6 @@ pub struct InFlight {
     pub eta: Option<f64>,
 }
 
-/// Space on the remote, as far as its backend tells.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Space {
-    pub used: Option<i64>,
-    pub free: Option<i64>,
-    pub total: Option<i64>,
-}
-
 /// Everything `status` says about one branch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BranchStatus {
@@ -64,7 +57,9 @@ pub struct BranchStatus {
     /// Something that needs attention without stopping the sync (e.g. the
     /// inotify watch limit).
     pub warning: Option<String>,
-    pub space: Option<Space>,
+    /// The cloud's capacity, as far as known.
+    #[serde(default)]
+    pub space: CloudSpace,
     /// Files and bytes sent since the service started.
     pub files_sent: u64,
     pub bytes_sent: u64,

@@ -26,8 +26,12 @@ use crate::watch::{Change, ChangeKind};
 pub enum Op {
     /// Copy the local file (or directory tree) to the remote.
     Upload(PathBuf),
-    /// Delete a file on the remote.
+    /// Delete a file on the remote (into the trash).
     Delete(PathBuf),
+    /// Delete a file on the remote for good: it moved to another branch,
+    /// so its data lives on there, and the trash must not keep the room
+    /// the move was to free.
+    Discard(PathBuf),
     /// Delete a directory and everything under it on the remote.
     DeleteDir(PathBuf),
     /// Create a directory on the remote (so empty directories replicate).
@@ -60,7 +64,9 @@ impl Op {
     /// The paths the operation touches: one, or both sides of a move.
     pub fn paths(&self) -> Vec<&Path> {
         match self {
-            Op::Upload(p) | Op::Delete(p) | Op::DeleteDir(p) | Op::MakeDir(p) => vec![p],
+            Op::Upload(p) | Op::Delete(p) | Op::Discard(p) | Op::DeleteDir(p) | Op::MakeDir(p) => {
+                vec![p]
+            }
             Op::Move { from, to, .. } => vec![from, to],
         }
     }
@@ -68,7 +74,7 @@ impl Op {
     /// The path whose state this operation sets (a move's destination).
     pub fn path(&self) -> &Path {
         match self {
-            Op::Upload(p) | Op::Delete(p) | Op::DeleteDir(p) | Op::MakeDir(p) => p,
+            Op::Upload(p) | Op::Delete(p) | Op::Discard(p) | Op::DeleteDir(p) | Op::MakeDir(p) => p,
             Op::Move { to, .. } => to,
         }
     }
@@ -83,6 +89,8 @@ impl Op {
 #[derive(Debug, Clone)]
 struct Entry {
     op: Op,
+    /// For an upload: the file's size when it was queued.
+    bytes: u64,
     attempts: u32,
     next_try: Option<Instant>,
     last_error: Option<String>,
@@ -93,9 +101,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(op: Op) -> Entry {
+    fn new(op: Op, bytes: u64) -> Entry {
         Entry {
             op,
+            bytes,
             attempts: 0,
             next_try: None,
             last_error: None,
@@ -155,6 +164,26 @@ const SCAN_WINDOW: usize = 4096;
 /// Work the scheduler hands out: entries by sequence number.
 pub type Taken = Vec<(u64, Op)>;
 
+/// The entries a reconcile took off the table, kept whole so they go back
+/// as they were if it does not complete.
+#[derive(Debug, Default)]
+pub struct Covered(Vec<(u64, Entry)>);
+
+impl Covered {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes of the uploads among them.
+    pub fn bytes(&self) -> u64 {
+        self.0.iter().map(|(_, e)| e.bytes).sum()
+    }
+}
+
 /// The table; see the module documentation.
 #[derive(Debug, Default)]
 pub struct PathTable {
@@ -168,6 +197,9 @@ pub struct PathTable {
     /// counts, since the scheduler asks on every turn.
     running: usize,
     retrying: usize,
+    /// Uploads in the table, and their bytes.
+    uploads: usize,
+    pending_bytes: u64,
 }
 
 impl PathTable {
@@ -183,6 +215,26 @@ impl PathTable {
     /// Entries being carried out now.
     pub fn running(&self) -> usize {
         self.running
+    }
+
+    /// The paths of every upload waiting (not running).
+    pub fn upload_paths(&self) -> Vec<PathBuf> {
+        self.entries
+            .values()
+            .filter(|e| !e.running && e.op.sends_bytes())
+            .map(|e| e.op.path().to_path_buf())
+            .collect()
+    }
+
+    /// Whether any upload waits or runs.
+    pub fn has_uploads(&self) -> bool {
+        self.uploads > 0
+    }
+
+    /// Bytes the uploads in the table will send, as their files were sized
+    /// when queued.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
     }
 
     /// Whether any path is retrying, failed or skipped.
@@ -208,28 +260,48 @@ impl PathTable {
         }
     }
 
-    /// Adds what a change asks for, dropping work it makes useless: a
-    /// second upload of a path already waiting for one, uploads and mkdirs
-    /// of a path now deleted. Work already running is never dropped, and
-    /// coalescing never reaches back past a move or a delete on a related
-    /// path, whose meaning depends on what came before it.
+    /// Adds what a change asks for (see [`Self::push_sized`]).
     pub fn push(&mut self, op: Op) {
+        self.push_sized(op, 0);
+    }
+
+    /// Adds what a change asks for, with the size of an upload's file,
+    /// dropping work it makes useless: a second upload of a path already
+    /// waiting for one, uploads and mkdirs of a path now deleted, a delete
+    /// of a path already waiting to be discarded. Work already running is
+    /// never dropped, and coalescing never reaches back past a move or a
+    /// delete on a related path, whose meaning depends on what came before
+    /// it.
+    pub fn push_sized(&mut self, op: Op, bytes: u64) {
         self.unstick(&op);
+        let latest = self
+            .latest_related(op.path())
+            .filter(|seq| !self.entries[seq].running);
         match &op {
-            Op::Upload(path) | Op::MakeDir(path) => {
-                if let Some(last) = self.latest_related(path)
-                    && !self.entries[&last].running
+            Op::Upload(_) | Op::MakeDir(_) => {
+                if let Some(last) = latest
                     && self.entries[&last].op == op
                 {
+                    let entry = self.entries.get_mut(&last).expect("entry in the table");
+                    self.pending_bytes = self.pending_bytes - entry.bytes + bytes;
+                    entry.bytes = bytes;
                     return;
                 }
             }
-            Op::Delete(path) => {
-                if let Some(last) = self.latest_related(path)
-                    && !self.entries[&last].running
-                    && self.entries[&last].op == Op::Upload(path.clone())
-                {
-                    self.remove(last);
+            Op::Delete(path) | Op::Discard(path) => {
+                if let Some(last) = latest {
+                    let earlier = &self.entries[&last].op;
+                    let discard = matches!(op, Op::Discard(_));
+                    if !discard && *earlier == Op::Discard(path.clone()) {
+                        return;
+                    }
+                    // A discard also stands for a delete queued before it:
+                    // the data lives on elsewhere.
+                    let superseded = *earlier == Op::Upload(path.clone())
+                        || (discard && *earlier == Op::Delete(path.clone()));
+                    if superseded {
+                        self.remove(last);
+                    }
                 }
             }
             Op::DeleteDir(dir) => self.drop_trailing_state_under(dir),
@@ -237,7 +309,8 @@ impl PathTable {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.insert(seq, Entry::new(op));
+        let bytes = if op.sends_bytes() { bytes } else { 0 };
+        self.insert(seq, Entry::new(op, bytes));
     }
 
     /// Takes the next unit of work at `now`: every ready upload when there
@@ -303,29 +376,51 @@ impl PathTable {
 
     /// Takes every entry not running (a reconcile covers them), in order,
     /// for [`Self::restore`] should the reconcile not complete.
-    pub fn take_idle(&mut self) -> Vec<(u64, Op)> {
+    pub fn take_idle(&mut self) -> Covered {
         let idle: Vec<u64> = self
             .entries
             .iter()
             .filter(|(_, e)| !e.running)
             .map(|(&seq, _)| seq)
             .collect();
-        idle.into_iter()
-            .map(|seq| (seq, self.remove(seq).op))
-            .collect()
+        Covered(
+            idle.into_iter()
+                .map(|seq| (seq, self.remove(seq)))
+                .collect(),
+        )
     }
 
     /// Puts entries taken by [`Self::take_idle`] back, in their places.
-    pub fn restore(&mut self, taken: Vec<(u64, Op)>) {
-        for (seq, op) in taken {
-            self.insert(seq, Entry::new(op));
+    pub fn restore(&mut self, covered: Covered) {
+        for (seq, entry) in covered.0 {
+            self.insert(seq, entry);
         }
     }
 
-    /// The entry is done.
-    pub fn succeeded(&mut self, seq: u64) {
+    /// The entry is done; returns the bytes an upload sent.
+    pub fn succeeded(&mut self, seq: u64) -> u64 {
         if self.entries.contains_key(&seq) {
-            self.remove(seq);
+            self.remove(seq).bytes
+        } else {
+            0
+        }
+    }
+
+    /// The size an upload was queued with (0 for anything else).
+    pub fn bytes_of(&self, seq: u64) -> u64 {
+        self.entries.get(&seq).map_or(0, |e| e.bytes)
+    }
+
+    /// The entry cannot go now for want of room on the remote: it waits
+    /// until `until` (or until it is discarded, having moved to another
+    /// branch), with `reason` shown, and counts no attempt against it.
+    pub fn postpone(&mut self, seq: u64, until: Instant, reason: &str) {
+        self.set_running(seq, false);
+        if let Some(entry) = self.entries.get_mut(&seq) {
+            entry.next_try = Some(until);
+            if entry.last_error.replace(reason.to_owned()).is_none() {
+                self.retrying += 1;
+            }
         }
     }
 
@@ -486,6 +581,8 @@ impl PathTable {
     }
 
     fn insert(&mut self, seq: u64, entry: Entry) {
+        self.pending_bytes += entry.bytes;
+        self.uploads += usize::from(entry.op.sends_bytes());
         for path in entry.op.paths() {
             self.by_path
                 .entry(path.to_path_buf())
@@ -499,6 +596,8 @@ impl PathTable {
         let entry = self.entries.remove(&seq).expect("entry in the table");
         self.running -= usize::from(entry.running);
         self.retrying -= usize::from(entry.last_error.is_some());
+        self.pending_bytes -= entry.bytes;
+        self.uploads -= usize::from(entry.op.sends_bytes());
         for path in entry.op.paths() {
             if let Some(seqs) = self.by_path.get_mut(path) {
                 seqs.remove(&seq);

@@ -30,7 +30,11 @@
 //!
 //! Branch paths are written `path=RW`: every branch is read-write. RW is
 //! mergerfs's default too, but saying it keeps the command line readable
-//! in `ps` and independent of that default.
+//! in `ps` and independent of that default. While the service runs, a
+//! branch whose cloud has no room becomes `NC` (no create: it serves and
+//! changes what it holds, but takes no new file) through mergerfs's
+//! runtime control, the `user.mergerfs.branches` attribute of the file
+//! `.mergerfs` at the mount's root.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -80,6 +84,43 @@ pub(crate) fn branch_list(branches: &[PathBuf]) -> Result<OsString, String> {
         list.push("=RW");
     }
     Ok(list)
+}
+
+/// The control file mergerfs serves at the root of its mount.
+const CONTROL_FILE: &str = ".mergerfs";
+const BRANCHES_ATTRIBUTE: &str = "user.mergerfs.branches";
+
+/// Sets every branch's mode at runtime: `RW` for those that take new
+/// files, `NC` for the others.
+pub(crate) fn set_create_branches(
+    mount_point: &Path,
+    branches: &[(&Path, bool)],
+) -> Result<(), UnionError> {
+    let failed = |reason: String| UnionError::Control {
+        mount_point: mount_point.to_path_buf(),
+        reason,
+    };
+    let mut list = OsString::new();
+    for (i, (branch, takes_new)) in branches.iter().enumerate() {
+        if i > 0 {
+            list.push(":");
+        }
+        list.push(branch);
+        list.push(if *takes_new { "=RW" } else { "=NC" });
+    }
+    xattr::set(
+        mount_point.join(CONTROL_FILE),
+        BRANCHES_ATTRIBUTE,
+        list.as_bytes(),
+    )
+    .map_err(|err| failed(format!("writing {BRANCHES_ATTRIBUTE}: {err}")))
+}
+
+/// The branches and their modes as mergerfs has them now, e.g.
+/// `/a=RW:/b=NC`.
+pub(crate) fn branch_modes(mount_point: &Path) -> Option<String> {
+    let value = xattr::get(mount_point.join(CONTROL_FILE), BRANCHES_ATTRIBUTE).ok()??;
+    Some(String::from_utf8_lossy(&value).into_owned())
 }
 
 /// The full argument vector after the program name.

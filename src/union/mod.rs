@@ -159,6 +159,12 @@ pub enum UnionError {
 
     #[error("nothing is mounted at {}", .mount_point.display())]
     NotMounted { mount_point: PathBuf },
+
+    #[error("cannot change the branches of {}: {reason}", .mount_point.display())]
+    Control {
+        mount_point: PathBuf,
+        reason: String,
+    },
 }
 
 /// The driver to use: the forced one if this machine can run it, else the
@@ -218,6 +224,21 @@ pub fn mount(driver: Driver, branches: &[PathBuf], mount_point: &Path) -> Result
             })
         }
     }
+}
+
+/// Tells the mergerfs union at `mount_point` which branches take new files
+/// (the others keep serving and changing what they hold). The branches are
+/// all of the mount's, in its order.
+pub fn set_create_branches(
+    mount_point: &Path,
+    branches: &[(&Path, bool)],
+) -> Result<(), UnionError> {
+    mergerfs::set_create_branches(mount_point, branches)
+}
+
+/// The mergerfs union's branches and their modes now (`/a=RW:/b=NC`).
+pub fn create_branches(mount_point: &Path) -> Option<String> {
+    mergerfs::branch_modes(mount_point)
 }
 
 /// Unmounts whatever is mounted on top at `mount_point` (aufs, or FUSE as

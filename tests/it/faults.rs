@@ -12,7 +12,7 @@
 //! on the machine share those limits.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 
 use crate::pool::{DEBOUNCE, Pool, write_file};
 use crate::sshd::SftpServer;
-use crate::util::{Sandbox, Sysctl, describe, require_tool, run, run_expecting, stderr};
+use crate::util::{Sandbox, Sysctl, Tmpfs, describe, require_tool, run, run_expecting, stderr};
 
 mod churn;
 
@@ -38,55 +38,6 @@ fn serial() -> MutexGuard<'static, ()> {
     // A test that panicked while holding it leaves nothing to repair: its
     // guards have run.
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A tmpfs of a given size mounted for a test; unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        require_tool("mount", "mount");
-        std::fs::create_dir_all(path).unwrap();
-        run_command(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ],
-            path,
-        );
-        Tmpfs {
-            path: path.to_owned(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        run_command(
-            "mount",
-            &["-o", &format!("remount,size={size}")],
-            &self.path,
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.path)
-                .status();
-        }
-    }
 }
 
 /// Runs `program args… path`, insisting it succeeds.

@@ -27,6 +27,8 @@ fn downgrade_manifest(pool: &Pool) {
         let branch = branch.as_object_mut().unwrap();
         branch.remove("imported");
         branch.remove("identity");
+        branch.remove("quota");
+        branch.remove("retired");
     }
     manifest["format"] = 1.into();
     manifest["imported"] = imported.into();
@@ -52,11 +54,13 @@ fn a_remote_added_after_the_import_must_be_imported_before_it_syncs() {
     let output = run(pool.msync(["install", pool.install.to_str().unwrap()]));
     assert!(stdout(&output).contains("added"), "{}", stdout(&output));
 
-    // Migrated in place: format 2, the old branch imported, the new not.
+    // Migrated in place to the current format: the old branch imported,
+    // the new not, neither with a quota.
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pool.install.join("msync.json")).unwrap())
             .unwrap();
-    assert_eq!(manifest["format"], 2, "{manifest:#}");
+    assert_eq!(manifest["format"], 3, "{manifest:#}");
+    assert_eq!(manifest["branches"][0]["quota"], serde_json::Value::Null);
     assert_eq!(manifest["branches"][0]["imported"], true, "{manifest:#}");
     assert_eq!(manifest["branches"][1]["imported"], false, "{manifest:#}");
 

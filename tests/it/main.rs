@@ -13,6 +13,7 @@ mod rc_api;
 mod service;
 mod sftp;
 mod signals;
+mod space;
 mod sshd;
 mod union;
 mod util;

@@ -233,3 +233,58 @@ impl Drop for Sysctl {
         }
     }
 }
+
+/// A tmpfs of a given size mounted for a test; unmounted when dropped, even
+/// on failure.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=` syntax: 40m, 1g) at
+    /// `path`, made if missing.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        nix::mount::mount(
+            Some("msync-test"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0755").as_str()),
+        )
+        .unwrap_or_else(|err| panic!("mounting a tmpfs at {}: {err}", path.display()));
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Gives it another size, keeping what it holds.
+    pub fn resize(&self, size: &str) {
+        nix::mount::mount(
+            None::<&str>,
+            &self.path,
+            None::<&str>,
+            nix::mount::MsFlags::MS_REMOUNT,
+            Some(format!("size={size}").as_str()),
+        )
+        .unwrap_or_else(|err| panic!("resizing the tmpfs at {}: {err}", self.path.display()));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        while mounts_at(&self.path) > 0 {
+            if nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// How many mounts /proc/self/mountinfo lists at `path`.
+pub fn mounts_at(path: &Path) -> usize {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter(|line| line.split(' ').nth(4) == path.to_str())
+        .count()
+}

@@ -11,11 +11,11 @@ use std::time::{Instant, SystemTime};
 use log::{info, warn};
 use serde_json::{Value, json};
 
-use super::{BranchWorker, POLL, SPACE_REFRESH};
+use super::{BranchWorker, POLL};
 use crate::install::write_private;
 use crate::rclone::{Call, Job, Location};
+use crate::space::size::Shown;
 use crate::sync::failure::Failure;
-use crate::sync::status::Space;
 use crate::sync::table::Op;
 use crate::sync::{guard, sync_filter, trash};
 
@@ -144,6 +144,7 @@ impl BranchWorker {
         match op {
             Op::Upload(path) => self.upload(path),
             Op::Delete(path) => self.trash_file(relative(path)?),
+            Op::Discard(path) => self.discard_file(relative(path)?),
             Op::DeleteDir(path) => self.trash_dir(relative(path)?),
             Op::MakeDir(path) => {
                 if !self.spec.local.join(path).is_dir() {
@@ -164,6 +165,16 @@ impl BranchWorker {
         let call = Call::movefile(
             &self.at(name),
             &self.at(&trash::trashed(name, SystemTime::now())),
+        );
+        ignore_not_found(call.run(self.rclone).map(|_| ()).map_err(Failure::from))
+    }
+
+    /// Deletes a remote file for good (it moved to another branch); nothing
+    /// there is nothing to do.
+    fn discard_file(&self, name: &str) -> Result<(), Failure> {
+        let call = Call::new(
+            "operations/deletefile",
+            json!({"fs": self.spec.remote, "remote": name}),
         );
         ignore_not_found(call.run(self.rclone).map(|_| ()).map_err(Failure::from))
     }
@@ -223,6 +234,7 @@ impl BranchWorker {
                 other => other,
             };
         }
+        self.check_room(meta.len(), 0)?;
         // The filter keeps the trash (inside the destination) out of the
         // destination's listing, which rclone requires of a backup-dir.
         let call = Call::copyfile(
@@ -292,6 +304,22 @@ impl BranchWorker {
         }
     }
 
+    /// Whether `bytes` more fit on the cloud, after `before` bytes sent in
+    /// the same unit of work; a cloud of unknown room is tried.
+    fn check_room(&self, bytes: u64, before: u64) -> Result<(), Failure> {
+        let Some(headroom) = self.lock().capacity.headroom() else {
+            return Ok(());
+        };
+        if before.saturating_add(bytes) <= headroom {
+            return Ok(());
+        }
+        Err(Failure::NoRoom(format!(
+            "{} does not fit: the cloud has {} left (its reserve kept free)",
+            Shown(bytes),
+            Shown(headroom.saturating_sub(before))
+        )))
+    }
+
     /// The stats group of the branch's transfers.
     pub(super) fn group(&self) -> String {
         format!("msync/branch/{}", self.spec.name)
@@ -304,6 +332,7 @@ impl BranchWorker {
         let mut results: Vec<Option<Result<(), Failure>>> = vec![None; ops.len()];
         let mut listed = Vec::new();
         let mut list = String::new();
+        let mut listed_bytes = 0;
         for (index, op) in ops.iter().enumerate() {
             let Op::Upload(path) = op else {
                 results[index] = Some(self.execute_one(op));
@@ -311,7 +340,15 @@ impl BranchWorker {
             };
             let regular = self
                 .local_kind(path)
-                .is_some_and(|meta| meta.file_type().is_file());
+                .filter(|meta| meta.file_type().is_file());
+            if let Some(meta) = &regular {
+                if let Err(no_room) = self.check_room(meta.len(), listed_bytes) {
+                    results[index] = Some(Err(no_room));
+                    continue;
+                }
+                listed_bytes += meta.len();
+            }
+            let regular = regular.is_some();
             match relative(path) {
                 // A line of the list cannot hold these: sent on their own.
                 Ok(name) if regular && !name.contains('\n') && !name.ends_with('\r') => {
@@ -460,28 +497,6 @@ impl BranchWorker {
             shared.files_sent = stats.transfers;
             shared.bytes_sent = stats.bytes;
         }
-    }
-
-    pub(super) fn refresh_space(&self) {
-        let due = self
-            .lock()
-            .space_checked
-            .is_none_or(|t| t.elapsed() >= SPACE_REFRESH);
-        if !due {
-            return;
-        }
-        let root = match self.spec.remote.split_once(':') {
-            Some((name, _)) => format!("{name}:"),
-            None => return,
-        };
-        let space = self.rclone.about(&root).ok().map(|about| Space {
-            used: about.used,
-            free: about.free,
-            total: about.total,
-        });
-        let mut shared = self.lock();
-        shared.space = space;
-        shared.space_checked = Some(Instant::now());
     }
 }
 

@@ -2,17 +2,23 @@
 //! of work's results recorded in the path table by their [`Failure`]
 //! class, and the pause a whole-remote failure starts.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
 
 use super::{BranchWorker, Pause, RECONCILE_RETRY, Shared};
-use crate::sync::failure::Failure;
-use crate::sync::table::{Op, Taken, backoff};
+use crate::sync::failure::{Failure, Trouble};
+use crate::sync::table::{Covered, Op, Taken, backoff};
+
+/// How long an upload that does not fit waits before it is tried again
+/// (unless it is moved to another branch first).
+const NO_ROOM_RETRY: Duration = Duration::from_secs(60);
+/// How often a remote whose daily upload cap is reached is tried again.
+const CAP_RETRY: Duration = Duration::from_secs(3600);
 
 impl BranchWorker {
     /// Records a reconcile's outcome; true when it was cancelled.
-    pub(super) fn reconciled(&self, covered: Vec<(u64, Op)>, result: Result<(), Failure>) -> bool {
+    pub(super) fn reconciled(&self, covered: Covered, result: Result<(), Failure>) -> bool {
         let mut shared = self.lock();
         shared.reconciling = false;
         self.wake.notify_all();
@@ -30,8 +36,9 @@ impl BranchWorker {
                 shared.table.clear_stuck();
                 shared.last_sync = Some(SystemTime::now());
                 shared.last_error = None;
-                drop(shared);
-                self.refresh_space();
+                shared.capacity.sent_since += covered.bytes();
+                // A reconcile may send much that no change announced.
+                self.measure_soon(&mut shared);
                 false
             }
             Err(Failure::Cancelled) => {
@@ -39,10 +46,10 @@ impl BranchWorker {
                 info!("{}: reconcile cancelled", self.spec.name);
                 true
             }
-            Err(Failure::Remote { full, message }) => {
+            Err(Failure::Remote { trouble, message }) => {
                 shared.table.restore(covered);
                 shared.reconcile_due = true;
-                self.pause(&mut shared, full, message, "reconcile");
+                self.pause(&mut shared, trouble, message, "reconcile");
                 false
             }
             Err(Failure::Refused(message)) => {
@@ -103,15 +110,25 @@ impl BranchWorker {
             match result {
                 Ok(()) => {
                     answered = true;
-                    shared.table.succeeded(seq);
+                    let sent = shared.table.succeeded(seq);
+                    shared.capacity.sent_since += sent;
                 }
                 Err(Failure::Cancelled) => {
                     cancelled = true;
                     shared.table.release(seq);
                 }
-                Err(Failure::Remote { full, message }) => {
+                Err(Failure::NoRoom(message)) => {
+                    // Found before anything was sent: says nothing of the
+                    // remote.
+                    shared.table.postpone(seq, now + NO_ROOM_RETRY, &message);
+                    shared.homeless.insert(op.path().to_path_buf());
+                }
+                Err(Failure::Remote { trouble, message }) => {
                     shared.table.release(seq);
-                    remote_failure = Some((full, message));
+                    if trouble == Trouble::Full && op.sends_bytes() {
+                        shared.homeless.insert(op.path().to_path_buf());
+                    }
+                    remote_failure = Some((trouble, message));
                 }
                 Err(failure) if batch && !matches!(failure, Failure::Skipped(_)) => {
                     answered = true;
@@ -133,13 +150,32 @@ impl BranchWorker {
                 }
             }
         }
-        if let Some((full, message)) = remote_failure {
-            self.pause(&mut shared, full, message, "upload");
+        if let Some((trouble, message)) = remote_failure {
+            if trouble == Trouble::Full {
+                // Every upload waiting here may go to a cloud with room.
+                let waiting = shared.table.upload_paths();
+                shared.homeless.extend(waiting);
+                self.measure_soon(&mut shared);
+            }
+            self.pause(&mut shared, trouble, message, "upload");
         } else if answered
-            && (probe || shared.pause.as_ref().is_some_and(|p| !p.full))
+            && (probe
+                || shared
+                    .pause
+                    .as_ref()
+                    .is_some_and(|p| p.trouble == Trouble::Down))
             && shared.pause.take().is_some()
         {
             info!("{}: the remote answers again; resuming", self.spec.name);
+        }
+        if probe
+            && let Some(pause) = &mut shared.pause
+            && pause.probing
+        {
+            // The probe neither failed on the remote nor got an answer (its
+            // work did not fit, say): the next one goes after the backoff.
+            pause.probing = false;
+            pause.until = now + backoff(pause.failures, self.config.max_backoff);
         }
         if answered && !shared.table.has_failing() {
             shared.last_error = None;
@@ -171,20 +207,41 @@ impl BranchWorker {
 
     /// Pauses the branch after a whole-remote failure, or extends the
     /// pause when the probe failed too.
-    fn pause(&self, shared: &mut Shared, full: bool, message: String, what: &str) {
+    fn pause(&self, shared: &mut Shared, trouble: Trouble, message: String, what: &str) {
         let failures = shared.pause.as_ref().map_or(0, |p| p.failures) + 1;
-        let wait = backoff(failures, self.config.max_backoff);
+        let (wait, why) = match trouble {
+            Trouble::Down => (
+                backoff(failures, self.config.max_backoff),
+                "is not answering",
+            ),
+            Trouble::Full => (backoff(failures, self.config.max_backoff), "is full"),
+            Trouble::Capped => (CAP_RETRY, "reached its daily upload cap"),
+        };
         warn!(
-            "{}: the remote {} ({what}); pausing the branch, next try in {}s: {message}",
+            "{}: the remote {why} ({what}); pausing {}, next try in {}s: {message}",
             self.spec.name,
-            if full { "is full" } else { "is not answering" },
+            if trouble.takes_non_uploads() {
+                "uploads"
+            } else {
+                "the branch"
+            },
             wait.as_secs()
         );
         shared.last_error = Some(message.clone());
+        let until = Instant::now() + wait;
+        let message = if trouble == Trouble::Capped {
+            let at = SystemTime::now() + wait;
+            format!(
+                "{message} (daily upload cap: uploads wait until {}; new files go to other clouds)",
+                humantime::format_rfc3339_seconds(at)
+            )
+        } else {
+            message
+        };
         shared.pause = Some(Pause {
-            until: Instant::now() + wait,
+            until,
             failures,
-            full,
+            trouble,
             message,
             probing: false,
             since_stop: shared.stop_deadline.is_some(),

@@ -265,3 +265,47 @@ fn a_huge_table_is_taken_from_without_scanning_it_whole() {
     }
     assert_eq!(done, 20_000);
 }
+
+#[test]
+fn queued_upload_bytes_follow_every_change() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    table.push_sized(up("a"), 100);
+    table.push_sized(up("b"), 50);
+    // The file grew before it was sent: counted once, at its new size.
+    table.push_sized(up("a"), 300);
+    assert_eq!(table.pending_bytes(), 350);
+    // Deleted before it was sent: nothing to send.
+    table.push(Op::Delete("b".into()));
+    assert_eq!(table.pending_bytes(), 300);
+    let covered = table.take_idle();
+    assert_eq!((covered.bytes(), table.pending_bytes()), (300, 0));
+    table.restore(covered);
+    assert_eq!(table.pending_bytes(), 300);
+    let taken = table.take(now, usize::MAX, 100, |_| true);
+    assert_eq!(ops(&taken), [up("a")]);
+    table.postpone(taken[0].0, now + MAX, "does not fit");
+    assert!(table.has_retrying());
+    assert_eq!(table.pending_bytes(), 300);
+    let again = table.take(now + MAX, usize::MAX, 100, |_| true);
+    assert_eq!(table.succeeded(again[0].0), 300);
+    assert_eq!(table.pending_bytes(), 0);
+}
+
+#[test]
+fn a_discard_stands_for_the_upload_and_delete_around_it() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    // A file that did not fit moves to another branch: its pending upload
+    // here is dropped, and the watcher's delete that follows adds nothing.
+    table.push_sized(up("big"), 5 << 20);
+    table.push(Op::Discard("big".into()));
+    table.push(Op::Delete("big".into()));
+    assert_eq!(table.pending_bytes(), 0);
+    assert_eq!(drain(&mut table, now), [Op::Discard("big".into())]);
+    // The delete came first: the discard replaces it, so nothing of the
+    // file goes to the trash.
+    table.push(Op::Delete("other".into()));
+    table.push(Op::Discard("other".into()));
+    assert_eq!(drain(&mut table, now), [Op::Discard("other".into())]);
+}

@@ -12,11 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nix::mount::{MntFlags, MsFlags};
-
 use super::snapshot::Snapshot;
 use crate::pool::{Pool, write_file};
-use crate::util::{msync_bin, require_tool, run, run_expecting, stderr};
+use crate::util::{Tmpfs, mounts_at, msync_bin, require_tool, run, run_expecting, stderr};
 
 const USAGE: i32 = 2;
 const REQUIREMENT_MISSING: i32 = 3;
@@ -121,7 +119,7 @@ fn a_missing_foreign_or_broken_install_dir_is_refused() {
 
     let manifest = pool.install.join("msync.json");
     let good = std::fs::read_to_string(&manifest).unwrap();
-    let wrong_format = good.replace("\"format\": 2", "\"format\": 99");
+    let wrong_format = good.replace("\"format\": 3", "\"format\": 99");
     assert_ne!(wrong_format, good, "the manifest has no format field");
     for (broken, reason) in [
         (Broken::Text("{"), "EOF while parsing"),
@@ -262,15 +260,15 @@ fn check_bad_mount_points(snapshot_of: impl Fn(&Pool) -> Snapshot) {
     let file = pool.sandbox.make_file("a-file", 3);
     let full = pool.sandbox.make_file("full/x", 3);
     let full = full.parent().unwrap();
-    let taken = Tmpfs::mount(&pool.sandbox.path().join("taken"));
-    write_file(&taken.0.join("on the tmpfs.txt"), 100, 1);
-    let mount_points = Snapshot::take(&[&file, full, &taken.0, &pool.mount], &[]);
+    let taken = Tmpfs::mount(&pool.sandbox.path().join("taken"), "1m");
+    write_file(&taken.path.join("on the tmpfs.txt"), 100, 1);
+    let mount_points = Snapshot::take(&[&file, full, &taken.path, &pool.mount], &[]);
     let snapshot = snapshot_of(&pool);
     for (mount_point, gist) in [
         (file.as_path(), ["is not a directory", "choose a directory"]),
         (full, ["is not empty", "choose an empty directory"]),
         (
-            taken.0.as_path(),
+            taken.path.as_path(),
             [
                 "is already a mount point",
                 "unmount it or choose another directory",
@@ -287,7 +285,7 @@ fn check_bad_mount_points(snapshot_of: impl Fn(&Pool) -> Snapshot) {
         assert!(!msync::union::is_mounted(&pool.mount));
     }
     assert_eq!(
-        mounts_at(&taken.0),
+        mounts_at(&taken.path),
         1,
         "something was mounted over the tmpfs"
     );
@@ -416,42 +414,6 @@ fn as_nobody(pool: &Pool, args: &[&str]) -> Command {
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A tmpfs mounted for a test; unmounted when dropped, even on failure.
-pub struct Tmpfs(pub PathBuf);
-
-impl Tmpfs {
-    pub fn mount(path: &Path) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        nix::mount::mount(
-            Some("msync-test"),
-            path,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .unwrap_or_else(|err| panic!("mounting a tmpfs at {}: {err}", path.display()));
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        while mounts_at(&self.0) > 0 {
-            if nix::mount::umount2(&self.0, MntFlags::MNT_DETACH).is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// How many mounts /proc/self/mountinfo lists at `path`.
-pub fn mounts_at(path: &Path) -> usize {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter(|line| line.split(' ').nth(4) == Some(text(path)))
-        .count()
 }
 
 #[test]

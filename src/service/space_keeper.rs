@@ -1,0 +1,336 @@
+//! Placement and moves, on the thread `msync-space`: every second it reads
+//! each cloud's capacity from the engine, decides which branches take new
+//! files (see [`crate::space::placement`]) and tells the union, and moves
+//! each file that did not fit on its cloud to a branch whose cloud has room
+//! (see [`crate::space::relocate`]). The move is local; the watcher sees it
+//! and the engine uploads the file from its new branch, while the old
+//! branch's object (a partial upload, or an older version) is discarded.
+//!
+//! [`Mover`] makes those moves, for the keeper and for `msync balance`
+//! (through the control socket), and knows which branches are retired.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{error, info, warn};
+use serde::{Deserialize, Serialize};
+
+#[cfg(doc)]
+use super::control::Request;
+use super::control::{MoveOrder, Reply};
+use crate::error::ExitCode;
+use crate::install::InstallDir;
+use crate::space::placement::{self, Candidate, PoolRoom};
+use crate::space::relocate::{self, RelocateError};
+use crate::space::size::Shown;
+use crate::sync::{Engine, Trouble};
+use crate::union::{self, Driver};
+
+/// How often placement is looked at.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The pool's space as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub room: PoolRoom,
+    /// Sums over the clouds whose capacity is known.
+    pub total: u64,
+    pub free: u64,
+    pub fill_percent: Option<f64>,
+    /// The branches new files go to now.
+    pub takes_new: Vec<String>,
+    /// Branches whose cloud's capacity is unknown.
+    pub unknown: Vec<String>,
+}
+
+struct Kept {
+    name: String,
+    dir: PathBuf,
+}
+
+/// Moves files between branches and keeps the list of retired branches.
+pub(super) struct Mover {
+    engine: Arc<Engine>,
+    branches: Vec<Kept>,
+    retired: Mutex<Vec<bool>>,
+}
+
+impl Mover {
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.branches.iter().position(|b| b.name == name)
+    }
+
+    fn retired(&self) -> Vec<bool> {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Moves `path` from branch `from` to branch `to`; the old cloud's
+    /// copy is discarded once the file is in its new place.
+    fn move_file(&self, from: usize, to: usize, path: &Path) -> Result<(), RelocateError> {
+        relocate::move_file(&self.branches[from].dir, &self.branches[to].dir, path)?;
+        self.engine.discard(from, path.to_path_buf());
+        Ok(())
+    }
+
+    /// Carries out `balance`'s moves (see [`Request::Move`]).
+    pub(super) fn answer(&self, moves: &[MoveOrder], retire: Option<&str>) -> Reply {
+        if let Some(name) = retire {
+            let Some(index) = self.index_of(name) else {
+                return Reply::Error {
+                    code: ExitCode::Usage.code(),
+                    message: format!("no branch named {name:?}"),
+                };
+            };
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            if !retired[index] {
+                info!("{name}: retired: it takes no new files");
+                retired[index] = true;
+            }
+        }
+        let mut moved = 0;
+        let mut failed = Vec::new();
+        for order in moves {
+            let (Some(from), Some(to)) = (self.index_of(&order.from), self.index_of(&order.to))
+            else {
+                failed.push(format!(
+                    "{}: no branch {} or {}",
+                    order.path.display(),
+                    order.from,
+                    order.to
+                ));
+                continue;
+            };
+            match self.move_file(from, to, &order.path) {
+                Ok(()) => moved += 1,
+                Err(err) => failed.push(err.to_string()),
+            }
+        }
+        if moved > 0 {
+            info!("balance: moved {moved} file(s) between branches");
+        }
+        Reply::Moved { moved, failed }
+    }
+}
+
+/// The running thread. Dropping it lets the thread end after its turn;
+/// [`SpaceKeeper::stop`] also waits for that.
+pub(super) struct SpaceKeeper {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+    /// The pool's space, kept up to date for `status`.
+    pub(super) pool: Arc<Mutex<Option<PoolStatus>>>,
+    pub(super) mover: Arc<Mover>,
+}
+
+impl SpaceKeeper {
+    /// Ends the thread and waits for it: no move starts after this.
+    pub(super) fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the thread `msync-space`.
+pub(super) fn keep_space(
+    install: &InstallDir,
+    mount_point: &Path,
+    driver: Driver,
+    engine: &Arc<Engine>,
+) -> anyhow::Result<SpaceKeeper> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let status = Arc::new(Mutex::new(None));
+    let branches = &install.manifest.branches;
+    let mover = Arc::new(Mover {
+        engine: Arc::clone(engine),
+        branches: branches
+            .iter()
+            .map(|b| Kept {
+                name: b.name.clone(),
+                dir: b.dir.clone(),
+            })
+            .collect(),
+        retired: Mutex::new(branches.iter().map(|b| b.retired).collect()),
+    });
+    let mut keeper = Keeper {
+        engine: Arc::clone(engine),
+        mover: Arc::clone(&mover),
+        mount_point: mount_point.to_path_buf(),
+        driver,
+        applied: None,
+        pool: None,
+        status: Arc::clone(&status),
+    };
+    if driver != Driver::Mergerfs {
+        warn!(
+            "placement by cloud space needs mergerfs: with {} new files go round robin, and only files that do not fit are moved",
+            driver.name()
+        );
+    }
+    let thread = std::thread::Builder::new()
+        .name("msync-space".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+                keeper.turn();
+            }
+        })?;
+    Ok(SpaceKeeper {
+        stop,
+        thread,
+        pool: status,
+        mover,
+    })
+}
+
+struct Keeper {
+    engine: Arc<Engine>,
+    mover: Arc<Mover>,
+    mount_point: PathBuf,
+    driver: Driver,
+    /// What the union was last told.
+    applied: Option<Vec<bool>>,
+    pool: Option<PoolRoom>,
+    status: Arc<Mutex<Option<PoolStatus>>>,
+}
+
+impl Keeper {
+    fn turn(&mut self) {
+        let clouds = self.engine.capacities();
+        let retired = self.mover.retired();
+        let mut candidates: Vec<Candidate> = clouds
+            .iter()
+            .zip(&retired)
+            .map(|((capacity, trouble), &retired)| Candidate {
+                // A remote that said it is full or capped takes nothing new
+                // until it says otherwise.
+                room: match trouble {
+                    Some(Trouble::Full | Trouble::Capped) => Some(0),
+                    _ => capacity.room(),
+                },
+                fill: capacity.fill(),
+                retired,
+            })
+            .collect();
+        self.relocate_homeless(&mut candidates);
+        let asked_all = clouds
+            .iter()
+            .zip(&retired)
+            .all(|((capacity, _), &retired)| capacity.asked || retired);
+        if !asked_all {
+            // Until every cloud was asked, the union stays as mounted.
+            return;
+        }
+        let decided = placement::decide(&candidates);
+        self.report_pool(decided.pool);
+        if self.applied.as_ref() != Some(&decided.takes_new) {
+            self.apply(&decided.takes_new);
+        }
+        let known: Vec<_> = clouds.iter().filter(|(c, _)| c.size().is_some()).collect();
+        let total: u64 = known.iter().filter_map(|(c, _)| c.size()).sum();
+        let free: u64 = known.iter().filter_map(|(c, _)| c.free()).sum();
+        let status = PoolStatus {
+            room: decided.pool,
+            total,
+            free,
+            fill_percent: (total > 0)
+                .then(|| ((1.0 - free as f64 / total as f64) * 1000.0).round() / 10.0),
+            takes_new: self.names(|i| decided.takes_new[i]),
+            unknown: self.names(|i| clouds[i].0.size().is_none() && !retired[i]),
+        };
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    fn names(&self, pick: impl Fn(usize) -> bool) -> Vec<String> {
+        let branches = &self.mover.branches;
+        (0..branches.len())
+            .filter(|&i| pick(i))
+            .map(|i| branches[i].name.clone())
+            .collect()
+    }
+
+    /// Moves each file that did not fit to the least full cloud with room
+    /// for it; what moved counts against that cloud at once.
+    fn relocate_homeless(&mut self, candidates: &mut [Candidate]) {
+        let branches = &self.mover.branches;
+        for from in 0..branches.len() {
+            for path in self.engine.take_homeless(from) {
+                let source = branches[from].dir.join(&path);
+                let Ok(meta) = std::fs::symlink_metadata(&source) else {
+                    continue;
+                };
+                let size = meta.len();
+                let Some(to) = placement::target(candidates, size, from) else {
+                    continue;
+                };
+                let (from_branch, to_branch) = (&branches[from], &branches[to]);
+                match self.mover.move_file(from, to, &path) {
+                    Ok(()) => {
+                        info!(
+                            "{}: no room for {} ({}) on its cloud; moved to {}",
+                            from_branch.name,
+                            path.display(),
+                            Shown(size),
+                            to_branch.name
+                        );
+                        if let Some(room) = &mut candidates[to].room {
+                            *room = room.saturating_sub(size);
+                        }
+                    }
+                    Err(RelocateError::Gone(_)) => {}
+                    Err(err) => warn!(
+                        "{}: cannot move {} to {}: {err}",
+                        from_branch.name,
+                        path.display(),
+                        to_branch.name
+                    ),
+                }
+            }
+        }
+    }
+
+    fn report_pool(&mut self, pool: PoolRoom) {
+        if self.pool == Some(pool) {
+            return;
+        }
+        match pool {
+            PoolRoom::Full => error!(
+                "every cloud is full: new files stay on the local disk until room is made (delete files, raise a quota, add an account)"
+            ),
+            PoolRoom::Unknown => warn!(
+                "no cloud tells its capacity: new files go to any branch; set quotas with `msync install --quota NAME=SIZE`"
+            ),
+            PoolRoom::Room if self.pool.is_some() => info!("the pool has room again"),
+            PoolRoom::Room => {}
+        }
+        self.pool = Some(pool);
+    }
+
+    fn apply(&mut self, takes_new: &[bool]) {
+        if self.driver != Driver::Mergerfs {
+            self.applied = Some(takes_new.to_vec());
+            return;
+        }
+        let branches: Vec<(&Path, bool)> = self
+            .mover
+            .branches
+            .iter()
+            .zip(takes_new)
+            .map(|(b, &takes)| (b.dir.as_path(), takes))
+            .collect();
+        match union::set_create_branches(&self.mount_point, &branches) {
+            Ok(()) => {
+                info!(
+                    "new files go to: {}",
+                    self.names(|i| takes_new[i]).join(", ")
+                );
+                self.applied = Some(takes_new.to_vec());
+            }
+            Err(err) => warn!("cannot tell mergerfs where new files go: {err}"),
+        }
+    }
+}

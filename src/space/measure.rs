@@ -1,0 +1,57 @@
+//! Asking a cloud how much room it has: `operations/about` of the remote's
+//! root (what the account holds, has free, can hold) and, for a quota,
+//! the bytes under msync's directory there (`operations/size`, a listing).
+
+use std::time::SystemTime;
+
+use log::debug;
+use serde_json::json;
+
+use super::Measure;
+use crate::rclone::{Call, Rclone};
+
+/// Measures the cloud of `remote` (`name:path`); counts msync's bytes
+/// there only when `count_stored`. What the backend does not tell stays
+/// `None`.
+pub fn measure(rclone: Rclone, remote: &str, count_stored: bool) -> Measure {
+    let root = match remote.split_once(':') {
+        Some((name, _)) => format!("{name}:"),
+        None => remote.to_owned(),
+    };
+    let about = rclone
+        .about(&root)
+        .inspect_err(|err| debug!("{root} tells no space: {err}"))
+        .ok();
+    let unsigned = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    Measure {
+        at: SystemTime::now(),
+        used: about.as_ref().and_then(|a| unsigned(a.used)),
+        free: about.as_ref().and_then(|a| unsigned(a.free)),
+        total: about.as_ref().and_then(|a| unsigned(a.total)),
+        stored: if count_stored {
+            stored_bytes(rclone, remote)
+        } else {
+            None
+        },
+    }
+}
+
+/// Bytes under `remote` (msync's directory, trash included); a directory
+/// that does not exist holds none.
+pub fn stored_bytes(rclone: Rclone, remote: &str) -> Option<u64> {
+    match Call::new("operations/size", json!({ "fs": remote })).run(rclone) {
+        Ok(size) => size["bytes"].as_u64(),
+        Err(err) if err.is_not_found() => Some(0),
+        Err(err) => {
+            debug!("cannot count the bytes under {remote}: {err}");
+            None
+        }
+    }
+}
+
+impl Measure {
+    /// Whether the backend told anything.
+    pub fn told(&self) -> bool {
+        self.used.is_some() || self.free.is_some() || self.total.is_some() || self.stored.is_some()
+    }
+}
