@@ -14,7 +14,12 @@ DEBIAN_PACKAGES := golang-go golang-github-rclone-rclone-dev \
 	golang-github-aalpar-deheap-dev golang-github-coreos-go-semver-dev \
 	golang-github-youmark-pkcs8-dev \
 	rclone mergerfs fuse3 inotify-tools openssh-server \
-	libclang-dev build-essential pkg-config hyperfine
+	libclang-dev build-essential pkg-config hyperfine python3-venv
+
+# A real S3 server for the tests (S3 has no `about`, so quotas are tested
+# against it): moto from PyPI, in a virtual environment of its own.
+MOTO_VERSION := 5.2.5
+MOTO := target/moto/bin/moto_server
 
 LIBRCLONE_SRC := $(wildcard vendor/librclone/*.go)
 LIBRCLONE := target/librclone/librclone.so
@@ -43,6 +48,10 @@ $(LIBRCLONE): $(LIBRCLONE_SRC)
 
 librclone: deps $(LIBRCLONE)
 
+$(MOTO):
+	python3 -m venv target/moto
+	target/moto/bin/pip install -q 'moto[s3,server]==$(MOTO_VERSION)'
+
 # The debug and release binaries each get librclone.so beside them.
 build: librclone
 	$(CARGO) build --all-targets
@@ -58,7 +67,7 @@ lint:
 
 # Tests named *inotify_limit* lower system-wide inotify limits: they run
 # after the others, alone, so no other test's watcher meets the low limit.
-test: build lint
+test: build lint $(MOTO)
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test -- --test-threads=2 --skip inotify_limit
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test --test it inotify_limit -- --test-threads=1
 

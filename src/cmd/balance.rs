@@ -10,7 +10,6 @@
 //! whole in one branch; one during a copy cancels it and removes what it
 //! left on the new cloud.
 
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use serde_json::json;
 use super::{load_rclone_for, require_remotes, require_root};
 use crate::cli::{BalanceArgs, GlobalArgs};
 use crate::error::{ExitCode, coded};
-use crate::install::{InstallDir, MARKER_FILE};
+use crate::install::InstallDir;
 use crate::rclone::{Call, Location, Rclone, signals};
 use crate::service::{self, MoveOrder, PidLock, Reply, Request};
 use crate::space::balance::{self, Plan, Shelf};
@@ -30,7 +29,7 @@ use crate::space::measure::measure;
 use crate::space::relocate;
 use crate::space::size::Shown;
 use crate::space::{Capacity, CloudSpace};
-use crate::sync::{is_local_only, sync_filter, trash};
+use crate::sync::{branch_files, sync_filter, trash};
 
 /// Moves sent to the service in one request.
 const BATCH: usize = 100;
@@ -189,7 +188,7 @@ fn shelves(install: &InstallDir, spaces: &[CloudSpace], evacuated: Option<usize>
                 used,
                 reserve: space.reserve,
                 files: if known.is_some() || evacuated == Some(index) {
-                    files_of(&branch.dir)
+                    branch_files(&branch.dir)
                 } else {
                     Vec::new()
                 },
@@ -197,30 +196,6 @@ fn shelves(install: &InstallDir, spaces: &[CloudSpace], evacuated: Option<usize>
             }
         })
         .collect()
-}
-
-/// The regular files of a branch (msync's and the union's own aside).
-fn files_of(root: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files = Vec::new();
-    let mut dirs = vec![PathBuf::new()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let relative = dir.join(entry.file_name());
-            if is_local_only(&relative) || relative == Path::new(MARKER_FILE) {
-                continue;
-            }
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => dirs.push(relative),
-                Ok(meta) if meta.is_file() => files.push((relative, meta.len())),
-                _ => {}
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 fn print_plan(plan: &Plan, shelves: &[Shelf], list: bool) {

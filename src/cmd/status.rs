@@ -156,6 +156,9 @@ fn describe_space(space: &CloudSpace) -> String {
         line.push_str(&format!(", {} queued", HumanBytes(space.pending)));
     }
     line.push_str(&format!(", {} reserve", HumanBytes(space.reserve)));
+    if let Some(trash) = space.trash {
+        line.push_str(&format!(", {} in trash", HumanBytes(trash)));
+    }
     if let Some(at) = &space.measured {
         line.push_str(&format!(", as of {at}"));
     }

@@ -30,6 +30,8 @@ pub struct Measure {
     /// Bytes under msync's directory on the remote (its trash included),
     /// measured when a quota needs it.
     pub stored: Option<u64>,
+    /// Bytes in msync's trash there.
+    pub trash: Option<u64>,
 }
 
 /// A cloud's capacity as the engine tracks it.
@@ -130,6 +132,7 @@ impl Capacity {
             room: self.room(),
             fill_percent: self.fill().map(|f| (f * 1000.0).round() / 10.0),
             measured: measure.map(|m| humantime::format_rfc3339_seconds(m.at).to_string()),
+            trash: measure.and_then(|m| m.trash),
         }
     }
 }
@@ -163,6 +166,9 @@ pub struct CloudSpace {
     /// When the backend was last asked (RFC 3339, UTC).
     #[serde(default)]
     pub measured: Option<String>,
+    /// Bytes msync's trash holds on the cloud (counted hourly).
+    #[serde(default)]
+    pub trash: Option<u64>,
 }
 
 #[cfg(test)]
@@ -179,6 +185,7 @@ mod tests {
                 free,
                 total,
                 stored: None,
+                trash: None,
             }),
             ..Capacity::default()
         }
@@ -248,6 +255,7 @@ mod tests {
             free: None,
             total: None,
             stored: Some(99 * MIB),
+            trash: None,
         });
         assert_eq!(s3.free(), Some(MIB));
         assert_eq!(s3.room(), Some(0));

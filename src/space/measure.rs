@@ -11,8 +11,8 @@ use super::Measure;
 use crate::rclone::{Call, Rclone};
 
 /// Measures the cloud of `remote` (`name:path`); counts msync's bytes
-/// there only when `count_stored`. What the backend does not tell stays
-/// `None`.
+/// there (all, and its trash) only when `count_stored`. What the backend
+/// does not tell stays `None`.
 pub fn measure(rclone: Rclone, remote: &str, count_stored: bool) -> Measure {
     let root = match remote.split_once(':') {
         Some((name, _)) => format!("{name}:"),
@@ -30,6 +30,14 @@ pub fn measure(rclone: Rclone, remote: &str, count_stored: bool) -> Measure {
         total: about.as_ref().and_then(|a| unsigned(a.total)),
         stored: if count_stored {
             stored_bytes(rclone, remote)
+        } else {
+            None
+        },
+        trash: if count_stored {
+            stored_bytes(
+                rclone,
+                &format!("{remote}/{}", crate::sync::trash::TRASH_DIR),
+            )
         } else {
             None
         },

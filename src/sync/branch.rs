@@ -118,6 +118,16 @@ struct Shared {
     /// When msync's bytes on the remote are measured next, for a quota.
     next_stored_measure: Instant,
     measuring: bool,
+    /// Bytes of the uploads under way, held against the cloud's room.
+    sending: u64,
+    /// The cloud is short of room: its oldest trash day should go.
+    give_way_due: bool,
+    giving_way: bool,
+    /// The trash had nothing old enough left to give, as of this.
+    trash_spent_until: Option<Instant>,
+    /// A reconcile stopped on a full cloud: the files it left unsent must
+    /// be found and queued one by one, to be placed where there is room.
+    unsent_due: bool,
     /// Uploads that do not fit on this cloud, waiting to be moved to a
     /// branch whose cloud has room.
     homeless: BTreeSet<PathBuf>,
@@ -147,6 +157,10 @@ enum Work {
     Reconcile(Covered),
     /// Asking the remote how much room it has.
     Measure,
+    /// Emptying the oldest trash day to make room.
+    GiveWay,
+    /// Queueing what a reconcile left unsent on a full cloud.
+    QueueUnsent,
     Ops {
         taken: Taken,
         probe: bool,
@@ -178,6 +192,11 @@ impl BranchWorker {
                 next_measure: Instant::now(),
                 next_stored_measure: Instant::now(),
                 measuring: false,
+                sending: 0,
+                give_way_due: false,
+                giving_way: false,
+                trash_spent_until: None,
+                unsent_due: false,
                 homeless: BTreeSet::new(),
                 files_sent: 0,
                 bytes_sent: 0,
@@ -333,6 +352,14 @@ impl BranchWorker {
                     self.measure();
                     false
                 }
+                Work::GiveWay => {
+                    self.give_way();
+                    false
+                }
+                Work::QueueUnsent => {
+                    self.queue_unsent();
+                    false
+                }
                 Work::Ops { taken, probe } => {
                     let ops: Vec<Op> = taken.iter().map(|(_, op)| op.clone()).collect();
                     let results = self.execute(&ops);
@@ -451,6 +478,15 @@ impl BranchWorker {
             // Nothing is sent before the cloud was first asked for its
             // room (the measure wakes the others when done).
             return Err(wake_at);
+        }
+        if shared.give_way_due && !shared.giving_way && shared.stop_deadline.is_none() {
+            shared.give_way_due = false;
+            shared.giving_way = true;
+            return Ok(Work::GiveWay);
+        }
+        if shared.unsent_due && !shared.giving_way && shared.stop_deadline.is_none() {
+            shared.unsent_due = false;
+            return Ok(Work::QueueUnsent);
         }
         let (probe, no_uploads) = match &shared.pause {
             Some(pause) if pause.probing => (false, pause.trouble.takes_non_uploads()),

@@ -68,6 +68,31 @@ pub fn is_local_only(relative: &Path) -> bool {
     })
 }
 
+/// The regular files of a branch directory, relative, with their sizes
+/// (local-only names and the branch marker aside), sorted.
+pub fn branch_files(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let relative = dir.join(entry.file_name());
+            if is_local_only(&relative) {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => dirs.push(relative),
+                Ok(meta) if meta.is_file() => files.push((relative, meta.len())),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// The rclone filter every sync uses: local-only names are never sent, and
 /// `.msync/` at the top of each remote directory is msync's own (leases,
 /// trash) and is never mirrored over or deleted.

@@ -98,6 +98,8 @@ struct Entry {
     /// Failed inside a batch: goes on its own from now on, so one bad file
     /// is told apart from the rest.
     solo: bool,
+    /// Waits for room on the remote (see [`PathTable::postpone`]).
+    waits_for_room: bool,
 }
 
 impl Entry {
@@ -110,6 +112,7 @@ impl Entry {
             last_error: None,
             running: false,
             solo: false,
+            waits_for_room: false,
         }
     }
 }
@@ -418,8 +421,19 @@ impl PathTable {
         self.set_running(seq, false);
         if let Some(entry) = self.entries.get_mut(&seq) {
             entry.next_try = Some(until);
+            entry.waits_for_room = true;
             if entry.last_error.replace(reason.to_owned()).is_none() {
                 self.retrying += 1;
+            }
+        }
+    }
+
+    /// Room was made: what waits for it is ready again.
+    pub fn retry_postponed(&mut self) {
+        for entry in self.entries.values_mut() {
+            if entry.waits_for_room && !entry.running {
+                entry.waits_for_room = false;
+                entry.next_try = None;
             }
         }
     }

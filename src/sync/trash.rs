@@ -82,6 +82,50 @@ pub fn backup_config_below(remote: &str, below: &str, now: SystemTime) -> Value 
     })
 }
 
+/// Trash days younger than this never give way to make room, however
+/// short of it a cloud is.
+pub const GIVE_WAY_MIN_DAYS: u32 = 7;
+
+/// The trash days of `remote`, oldest first (anything in the trash that is
+/// not a date is left out, and alone).
+pub fn days(rclone: Rclone, remote: &str) -> Result<Vec<String>, RcloneError> {
+    // Looked at first, so a remote without trash logs no listing error.
+    if rclone.stat(&Location::new(remote, TRASH_DIR))?.is_none() {
+        return Ok(Vec::new());
+    }
+    let entries = match rclone.list(
+        &Location::new(remote, TRASH_DIR),
+        &ListOptions {
+            dirs_only: true,
+            ..ListOptions::default()
+        },
+    ) {
+        Ok(entries) => entries,
+        Err(err) if err.is_not_found() => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut days: Vec<String> = entries
+        .into_iter()
+        .map(|entry| entry.name)
+        .filter(|name| {
+            name.len() == 10 && humantime::parse_rfc3339(&format!("{name}T00:00:00Z")).is_ok()
+        })
+        .collect();
+    days.sort();
+    Ok(days)
+}
+
+fn purge_day(rclone: Rclone, remote: &str, day: &str) -> Result<(), RcloneError> {
+    let path = format!("{TRASH_DIR}/{day}");
+    Call::new("operations/purge", json!({"fs": remote, "remote": path})).run(rclone)?;
+    Ok(())
+}
+
+/// The first day `days` days before `now`.
+fn days_before(now: SystemTime, days: u32) -> String {
+    day(now - Duration::from_secs(u64::from(days) * 86_400))
+}
+
 /// Purges the trash days of `remote` older than `keep_days`; returns the
 /// days purged.
 pub fn expire(
@@ -90,34 +134,43 @@ pub fn expire(
     keep_days: u32,
     now: SystemTime,
 ) -> Result<Vec<String>, RcloneError> {
-    // Looked at first, so a remote without trash logs no listing error.
-    if rclone.stat(&Location::new(remote, TRASH_DIR))?.is_none() {
-        return Ok(Vec::new());
-    }
-    let days = match rclone.list(
-        &Location::new(remote, TRASH_DIR),
-        &ListOptions {
-            dirs_only: true,
-            ..ListOptions::default()
-        },
-    ) {
-        Ok(days) => days,
-        Err(err) if err.is_not_found() => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
-    let oldest_kept = day(now - Duration::from_secs(u64::from(keep_days) * 86_400));
+    let oldest_kept = days_before(now, keep_days);
     let mut purged = Vec::new();
-    for entry in days {
-        // Names sort as dates; anything that is not a date is left alone.
-        let is_day = entry.name.len() == 10
-            && humantime::parse_rfc3339(&format!("{}T00:00:00Z", entry.name)).is_ok();
-        if is_day && entry.name < oldest_kept {
-            let path = format!("{TRASH_DIR}/{}", entry.name);
-            Call::new("operations/purge", json!({"fs": remote, "remote": path})).run(rclone)?;
-            purged.push(entry.name);
+    for day in days(rclone, remote)? {
+        if day < oldest_kept {
+            purge_day(rclone, remote, &day)?;
+            purged.push(day);
         }
     }
     Ok(purged)
+}
+
+/// A cloud is short of room: purges its oldest trash day, if one is older
+/// than [`GIVE_WAY_MIN_DAYS`]; returns the day purged.
+pub fn give_way(
+    rclone: Rclone,
+    remote: &str,
+    now: SystemTime,
+) -> Result<Option<String>, RcloneError> {
+    let youngest_given = days_before(now, GIVE_WAY_MIN_DAYS);
+    let Some(oldest) = days(rclone, remote)?.into_iter().next() else {
+        return Ok(None);
+    };
+    if oldest >= youngest_given {
+        return Ok(None);
+    }
+    purge_day(rclone, remote, &oldest)?;
+    Ok(Some(oldest))
+}
+
+/// Bytes in the trash of `remote`; `None` when the backend does not say.
+pub fn bytes(rclone: Rclone, remote: &str) -> Option<u64> {
+    let trash = format!("{remote}/{TRASH_DIR}");
+    match Call::new("operations/size", json!({ "fs": trash })).run(rclone) {
+        Ok(size) => size["bytes"].as_u64(),
+        Err(err) if err.is_not_found() => Some(0),
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]

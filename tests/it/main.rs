@@ -10,6 +10,7 @@ mod interlocks;
 mod loader;
 mod pool;
 mod rc_api;
+mod s3;
 mod service;
 mod sftp;
 mod signals;

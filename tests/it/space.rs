@@ -10,6 +10,7 @@ use std::time::Duration;
 use msync::sync::BranchState;
 
 use crate::pool::{Pool, write_file};
+use crate::s3::S3Server;
 use crate::util::{Sandbox, Tmpfs, run, run_expecting, stderr, stdout};
 
 const MIB: usize = 1 << 20;
@@ -154,7 +155,7 @@ fn eighty_eight_files_fill_clouds_of_40_60_and_400_mb_and_all_land() {
             "{name} got nothing: {status:#?}"
         );
     }
-    let pool = status.pool.expect("the pool's space in status");
+    let pool = pool_status(&clouds.pool).pool.unwrap();
     assert!(pool.total > 0 && pool.fill_percent.is_some(), "{pool:?}");
     for branch in &status.branches {
         assert!(branch.space.total.is_some(), "{branch:?}");
@@ -182,7 +183,7 @@ fn a_cloud_filled_behind_msyncs_back_takes_no_new_files() {
     write_file(&filler, (room - (300 << 10)) as usize, 7);
 
     clouds.write("late", 20, 2 * MIB);
-    let status = clouds.pool.settle(SETTLE);
+    clouds.pool.settle(SETTLE);
     clouds.pool.assert_in_sync();
     // All 20 are on cloud2's cloud; whatever the union put on cloud1's
     // branch was moved.
@@ -201,7 +202,7 @@ fn a_cloud_filled_behind_msyncs_back_takes_no_new_files() {
         modes.contains("cloud1=NC") && modes.contains("cloud2=RW"),
         "{modes}"
     );
-    let pool = status.pool.unwrap();
+    let pool = pool_status(&clouds.pool).pool.unwrap();
     assert_eq!(pool.takes_new, ["cloud2"]);
     let text = stdout(&run(clouds
         .pool
@@ -307,6 +308,23 @@ fn check_warns_of_a_pool_above_ninety_percent() {
     // Still exit 0: a full pool works, it needs attention.
     let text = stdout(&run(clouds.pool.msync(["check", install])));
     assert!(text.contains("WARN pool:"), "{text}");
+}
+
+/// The service's status once it has looked at the pool's space (after
+/// every cloud was first asked).
+fn pool_status(pool: &Pool) -> msync::service::ServiceStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = pool.status();
+        if status.pool.is_some() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool's space never showed: {status:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The clouds' fill ratios, by statvfs.
@@ -457,4 +475,152 @@ fn balance_refuses_what_it_cannot_do_and_changes_nothing() {
         std::fs::read(pool.install.join("msync.json")).unwrap(),
         manifest_imported
     );
+}
+
+/// S3 tells no size: without a quota its room is unknown and it takes no
+/// new file while the other cloud has room; with one, msync counts its
+/// own bytes there and stays under it.
+#[test]
+fn a_quota_on_s3_which_cannot_tell_its_size_is_respected() {
+    let server = S3Server::start();
+    // The other cloud is half full, so placement favours S3 until it
+    // nears its quota.
+    let disks = tempfile::Builder::new()
+        .prefix("msync-clouds-")
+        .tempdir()
+        .unwrap();
+    let disk = Tmpfs::mount(&disks.path().join("disk"), "200m");
+    write_file(&disk.path.join("other.bin"), 100 * MIB, 1);
+    let config = format!(
+        "[disk]\ntype = alias\nremote = {}\n\n{}",
+        disk.path.display(),
+        server.rclone_section("s3")
+    );
+    let sandbox = Sandbox::new();
+    let mut pool = Pool::install(sandbox, &config);
+    pool.import();
+    let install = pool.install.to_str().unwrap().to_owned();
+
+    pool.start();
+    write_file(&pool.mount.join("first.bin"), 1000, 1);
+    pool.settle(SETTLE);
+    let status = pool_status(&pool);
+    let s3 = status.branches.iter().find(|b| b.name == "s3").unwrap();
+    assert_eq!(s3.space.total, None, "{s3:?}");
+    assert_eq!(status.pool.unwrap().unknown, ["s3"]);
+    let text = stdout(&run(pool.msync(["status", &install])));
+    assert!(text.contains("capacity unknown for s3"), "{text}");
+    pool.stop();
+
+    run(pool.msync(["install", &install, "--quota", "s3=20M"]));
+    pool.start();
+    for i in 0..12 {
+        write_file(&pool.mount.join(format!("q/{i}.bin")), 5 * MIB, i as u8);
+    }
+    let status = pool.settle(SETTLE);
+    pool.assert_in_sync();
+    let size = run(pool.sandbox.rclone_cli(["size", "--json", "s3:msync"]));
+    let size: serde_json::Value = serde_json::from_slice(&size.stdout).unwrap();
+    let stored = size["bytes"].as_u64().unwrap();
+    assert!(
+        stored <= 20 << 20,
+        "s3 stores {stored} bytes, over its quota"
+    );
+    assert!(stored >= 10 << 20, "s3 was hardly used: {stored} bytes");
+    let files: usize = pool
+        .branches
+        .iter()
+        .map(|(_, remote)| pool.remote_files(remote).len())
+        .sum();
+    assert_eq!(files, 13);
+    let s3 = status.branches.iter().find(|b| b.name == "s3").unwrap();
+    assert_eq!(s3.space.total, Some(20 << 20), "{s3:?}");
+    assert!(s3.space.stored.is_some(), "{s3:?}");
+    pool.stop();
+}
+
+/// A cloud short of room lets its trash days older than a week go, oldest
+/// first, before anything moves; a recent day stays. `status` shows the
+/// trash.
+#[test]
+fn old_trash_gives_way_before_files_move_and_recent_trash_stays() {
+    let (older, old) = ("2026-01-01", "2026-01-02");
+    let today = msync::sync::trash::day(std::time::SystemTime::now());
+    let mut clouds = Clouds::holding(&["40m", "400m"], |i, root| {
+        if i == 0 {
+            // cloud1: 27 MiB of trash, 24 of it older than a week.
+            let trash = root.join("msync/.msync/trash");
+            write_file(&trash.join(older).join("a.bin"), 12 * MIB, 1);
+            write_file(&trash.join(old).join("b.bin"), 12 * MIB, 2);
+            write_file(&trash.join(&today).join("c.bin"), 3 * MIB, 3);
+        } else {
+            // cloud2 is fuller still, so new files go to cloud1.
+            write_file(&root.join("other.bin"), 360 * MIB, 4);
+        }
+    });
+    clouds.pool.start();
+    let install = clouds.pool.install.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !msync::union::create_branches(&clouds.pool.mount)
+        .is_some_and(|modes| modes.contains("cloud2=NC"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cloud2 still takes new files"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = clouds.pool.status();
+    assert_eq!(
+        status.branches[0].space.trash,
+        Some(27 << 20),
+        "{status:#?}"
+    );
+    let text = stdout(&run(clouds.pool.msync(["status", &install])));
+    assert!(text.contains("27.00 MiB in trash"), "{text}");
+
+    // 25 MiB more than the 12 cloud1 has free.
+    clouds.write("new", 5, 5 * MIB);
+    clouds.pool.settle(SETTLE);
+    clouds.pool.assert_in_sync();
+    // Nothing moved: the old trash made the room.
+    let files = local_files(&clouds.pool);
+    assert_eq!(files.len(), 5);
+    assert!(files.iter().all(|(b, _)| b == "cloud1"), "{files:?}");
+    assert_eq!(clouds.pool.remote_files("cloud1:msync").len(), 5);
+    let trash = clouds.disks[0].path.join("msync/.msync/trash");
+    assert!(!trash.join(older).exists(), "the oldest day was kept");
+    assert!(
+        trash.join(&today).join("c.bin").exists(),
+        "today's trash went"
+    );
+    clouds.pool.stop();
+}
+
+/// Files put in a branch while the service was stopped, more than its
+/// cloud holds: the start's reconcile stops on the full cloud, and what it
+/// left unsent is placed file by file on the other cloud.
+#[test]
+fn files_that_overflow_a_cloud_while_stopped_move_at_the_next_start() {
+    let mut clouds = Clouds::new(&["40m", "400m"]);
+    for i in 0..12 {
+        write_file(
+            &clouds
+                .pool
+                .branch_dir("cloud1")
+                .join(format!("offline/{i}.bin")),
+            5 * MIB,
+            i as u8,
+        );
+    }
+    clouds.pool.start();
+    clouds.pool.settle(SETTLE);
+    clouds.pool.assert_in_sync();
+    assert_eq!(clouds.files_on_clouds(), 12);
+    let moved = local_files(&clouds.pool)
+        .iter()
+        .filter(|(b, _)| b == "cloud2")
+        .count();
+    assert!(moved >= 5, "only {moved} file(s) moved to cloud2");
+    clouds.pool.stop();
 }

@@ -132,6 +132,10 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", self.path().join("home/.cache"))
             .env("RCLONE_CONFIG", self.config())
             .env("MSYNC_LIBRCLONE", librclone_path())
+            // rclone 1.60's S3 backend cannot start while AWS_CA_BUNDLE is
+            // set (the SDK cannot load it into rclone's HTTP transport),
+            // and some machines set it for everyone.
+            .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null());
     }
 

@@ -234,7 +234,8 @@ impl BranchWorker {
                 other => other,
             };
         }
-        self.check_room(meta.len(), 0)?;
+        let mut room = self.held_room();
+        room.take(meta.len())?;
         // The filter keeps the trash (inside the destination) out of the
         // destination's listing, which rclone requires of a backup-dir.
         let call = Call::copyfile(
@@ -304,20 +305,11 @@ impl BranchWorker {
         }
     }
 
-    /// Whether `bytes` more fit on the cloud, after `before` bytes sent in
-    /// the same unit of work; a cloud of unknown room is tried.
-    fn check_room(&self, bytes: u64, before: u64) -> Result<(), Failure> {
-        let Some(headroom) = self.lock().capacity.headroom() else {
-            return Ok(());
-        };
-        if before.saturating_add(bytes) <= headroom {
-            return Ok(());
+    fn held_room(&self) -> HeldRoom<'_> {
+        HeldRoom {
+            worker: self,
+            bytes: 0,
         }
-        Err(Failure::NoRoom(format!(
-            "{} does not fit: the cloud has {} left (its reserve kept free)",
-            Shown(bytes),
-            Shown(headroom.saturating_sub(before))
-        )))
     }
 
     /// The stats group of the branch's transfers.
@@ -332,7 +324,7 @@ impl BranchWorker {
         let mut results: Vec<Option<Result<(), Failure>>> = vec![None; ops.len()];
         let mut listed = Vec::new();
         let mut list = String::new();
-        let mut listed_bytes = 0;
+        let mut room = self.held_room();
         for (index, op) in ops.iter().enumerate() {
             let Op::Upload(path) = op else {
                 results[index] = Some(self.execute_one(op));
@@ -341,12 +333,11 @@ impl BranchWorker {
             let regular = self
                 .local_kind(path)
                 .filter(|meta| meta.file_type().is_file());
-            if let Some(meta) = &regular {
-                if let Err(no_room) = self.check_room(meta.len(), listed_bytes) {
-                    results[index] = Some(Err(no_room));
-                    continue;
-                }
-                listed_bytes += meta.len();
+            if let Some(meta) = &regular
+                && let Err(no_room) = room.take(meta.len())
+            {
+                results[index] = Some(Err(no_room));
+                continue;
             }
             let regular = regular.is_some();
             match relative(path) {
@@ -497,6 +488,39 @@ impl BranchWorker {
             shared.files_sent = stats.transfers;
             shared.bytes_sent = stats.bytes;
         }
+    }
+}
+
+/// Room on the cloud held for uploads under way, so that threads sending
+/// at once never count the same room twice; given back when dropped (what
+/// was sent then counts as sent). A cloud of unknown room is tried.
+struct HeldRoom<'a> {
+    worker: &'a BranchWorker,
+    bytes: u64,
+}
+
+impl HeldRoom<'_> {
+    fn take(&mut self, bytes: u64) -> Result<(), Failure> {
+        let mut shared = self.worker.lock();
+        if let Some(headroom) = shared.capacity.headroom() {
+            let left = headroom.saturating_sub(shared.sending);
+            if bytes > left {
+                return Err(Failure::NoRoom(format!(
+                    "{} does not fit: the cloud has {} left (its reserve kept free)",
+                    Shown(bytes),
+                    Shown(left)
+                )));
+            }
+        }
+        shared.sending += bytes;
+        self.bytes += bytes;
+        Ok(())
+    }
+}
+
+impl Drop for HeldRoom<'_> {
+    fn drop(&mut self) {
+        self.worker.lock().sending -= self.bytes;
     }
 }
 

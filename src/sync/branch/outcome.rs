@@ -46,6 +46,20 @@ impl BranchWorker {
                 info!("{}: reconcile cancelled", self.spec.name);
                 true
             }
+            Err(Failure::Remote {
+                trouble: Trouble::Full,
+                message,
+            }) => {
+                // What the reconcile could not send goes path by path, so
+                // each file finds a cloud with room; the reconcile itself
+                // comes back later.
+                shared.table.restore(covered);
+                shared.unsent_due = true;
+                self.retry_reconcile_later(&mut shared, now);
+                self.measure_soon(&mut shared);
+                self.pause(&mut shared, Trouble::Full, message, "reconcile");
+                false
+            }
             Err(Failure::Remote { trouble, message }) => {
                 shared.table.restore(covered);
                 shared.reconcile_due = true;
@@ -119,15 +133,17 @@ impl BranchWorker {
                 }
                 Err(Failure::NoRoom(message)) => {
                     // Found before anything was sent: says nothing of the
-                    // remote.
+                    // remote. Old trash makes room first; then the file
+                    // moves to another cloud.
                     shared.table.postpone(seq, now + NO_ROOM_RETRY, &message);
-                    shared.homeless.insert(op.path().to_path_buf());
+                    if Self::trash_may_give_way(&shared) {
+                        shared.give_way_due = true;
+                    } else {
+                        shared.homeless.insert(op.path().to_path_buf());
+                    }
                 }
                 Err(Failure::Remote { trouble, message }) => {
                     shared.table.release(seq);
-                    if trouble == Trouble::Full && op.sends_bytes() {
-                        shared.homeless.insert(op.path().to_path_buf());
-                    }
                     remote_failure = Some((trouble, message));
                 }
                 Err(failure) if batch && !matches!(failure, Failure::Skipped(_)) => {
@@ -152,9 +168,13 @@ impl BranchWorker {
         }
         if let Some((trouble, message)) = remote_failure {
             if trouble == Trouble::Full {
-                // Every upload waiting here may go to a cloud with room.
-                let waiting = shared.table.upload_paths();
-                shared.homeless.extend(waiting);
+                if Self::trash_may_give_way(&shared) {
+                    shared.give_way_due = true;
+                } else {
+                    // Every upload waiting here may go to a cloud with room.
+                    let waiting = shared.table.upload_paths();
+                    shared.homeless.extend(waiting);
+                }
                 self.measure_soon(&mut shared);
             }
             self.pause(&mut shared, trouble, message, "upload");
