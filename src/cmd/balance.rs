@@ -25,7 +25,7 @@ use crate::install::InstallDir;
 use crate::rclone::{Call, Location, Rclone, signals};
 use crate::service::{self, MoveOrder, PidLock, Reply, Request};
 use crate::space::balance::{self, Plan, Shelf};
-use crate::space::measure::measure;
+use crate::space::measure::{Counts, measure};
 use crate::space::relocate;
 use crate::space::size::Shown;
 use crate::space::{Capacity, CloudSpace};
@@ -160,7 +160,14 @@ fn measured_spaces(rclone: Rclone, install: &InstallDir) -> Vec<CloudSpace> {
         .map(|branch| {
             Capacity {
                 quota: branch.quota,
-                measure: Some(measure(rclone, &branch.remote, branch.quota.is_some())),
+                measure: Some(measure(
+                    rclone,
+                    &branch.remote,
+                    Counts {
+                        stored: branch.quota.is_some(),
+                        trash: false,
+                    },
+                )),
                 ..Capacity::default()
             }
             .view()

@@ -9,7 +9,7 @@ use crate::install::{Branch, InstallDir};
 use crate::rclone::{Location, Rclone};
 use crate::rclone_config;
 use crate::space::Capacity;
-use crate::space::measure::measure;
+use crate::space::measure::{Counts, measure};
 use crate::space::size::Shown;
 use crate::union::Availability;
 
@@ -253,7 +253,14 @@ const POOL_WARN_FILL: f64 = 0.9;
 fn capacity_of(rclone: Rclone, branch: &Branch) -> Capacity {
     Capacity {
         quota: branch.quota,
-        measure: Some(measure(rclone, &branch.remote, branch.quota.is_some())),
+        measure: Some(measure(
+            rclone,
+            &branch.remote,
+            Counts {
+                stored: branch.quota.is_some(),
+                trash: false,
+            },
+        )),
         ..Capacity::default()
     }
 }

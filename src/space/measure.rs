@@ -10,10 +10,19 @@ use serde_json::json;
 use super::Measure;
 use crate::rclone::{Call, Rclone};
 
-/// Measures the cloud of `remote` (`name:path`); counts msync's bytes
-/// there (all, and its trash) only when `count_stored`. What the backend
-/// does not tell stays `None`.
-pub fn measure(rclone: Rclone, remote: &str, count_stored: bool) -> Measure {
+/// What to count besides `about`: listings, so not every time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// All of msync's bytes on the remote (a recursive listing of its
+    /// directory: for a quota only).
+    pub stored: bool,
+    /// The bytes in msync's trash there.
+    pub trash: bool,
+}
+
+/// Measures the cloud of `remote` (`name:path`), counting what `counts`
+/// asks for. What the backend does not tell stays `None`.
+pub fn measure(rclone: Rclone, remote: &str, counts: Counts) -> Measure {
     let root = match remote.split_once(':') {
         Some((name, _)) => format!("{name}:"),
         None => remote.to_owned(),
@@ -28,12 +37,12 @@ pub fn measure(rclone: Rclone, remote: &str, count_stored: bool) -> Measure {
         used: about.as_ref().and_then(|a| unsigned(a.used)),
         free: about.as_ref().and_then(|a| unsigned(a.free)),
         total: about.as_ref().and_then(|a| unsigned(a.total)),
-        stored: if count_stored {
+        stored: if counts.stored {
             stored_bytes(rclone, remote)
         } else {
             None
         },
-        trash: if count_stored {
+        trash: if counts.trash {
             stored_bytes(
                 rclone,
                 &format!("{remote}/{}", crate::sync::trash::TRASH_DIR),

@@ -624,3 +624,53 @@ fn files_that_overflow_a_cloud_while_stopped_move_at_the_next_start() {
     assert!(moved >= 5, "only {moved} file(s) moved to cloud2");
     clouds.pool.stop();
 }
+
+/// Ctrl-C in the middle of an offline balance: exit 130, every file whole
+/// in exactly one branch and that branch's cloud, and a rerun finishes.
+#[test]
+fn an_interrupted_balance_leaves_every_file_whole_and_a_rerun_finishes() {
+    let clouds = Clouds::holding(&["200m", "200m"], |i, root| {
+        if i == 0 {
+            for n in 0..16 {
+                write_file(&root.join(format!("msync/big/{n}.bin")), 10 * MIB, n as u8);
+            }
+        }
+    });
+    let install = clouds.pool.install.to_str().unwrap().to_owned();
+    let mut balance = clouds.pool.msync(["balance", &install]);
+    balance.stdout(std::process::Stdio::piped());
+    balance.stderr(std::process::Stdio::piped());
+    let child = balance.spawn().unwrap();
+    // Interrupt once the first file has reached cloud2's branch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !local_files(&clouds.pool).iter().any(|(b, _)| b == "cloud2") {
+        assert!(std::time::Instant::now() < deadline, "nothing moved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let files = local_files(&clouds.pool);
+    if output.status.code() == Some(130) {
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("run it again"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    } else {
+        // The balance finished before the signal was handled.
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+    }
+    assert_eq!(files.len(), 16);
+    clouds.pool.assert_in_sync();
+    assert_eq!(clouds.files_on_clouds(), 16);
+
+    run(clouds.pool.msync(["balance", &install]));
+    let after = fills(&clouds);
+    assert!((after[0] - after[1]).abs() <= 0.15, "{after:?}");
+    clouds.pool.assert_in_sync();
+    assert_eq!(clouds.files_on_clouds(), 16);
+}

@@ -11,7 +11,7 @@ use log::{info, warn};
 
 use super::BranchWorker;
 use crate::rclone::{ListOptions, Location};
-use crate::space::measure::measure;
+use crate::space::measure::{Counts, measure};
 use crate::space::size::Shown;
 use crate::sync::failure::Trouble;
 use crate::sync::table::Op;
@@ -40,17 +40,23 @@ impl BranchWorker {
                 Instant::now() >= shared.next_stored_measure,
             )
         };
-        let mut measure = measure(self.rclone, &self.spec.remote, count_stored);
-        if !count_stored {
+        let counts = Counts {
+            stored: count_stored && self.spec.quota.is_some(),
+            trash: count_stored,
+        };
+        let mut measure = measure(self.rclone, &self.spec.remote, counts);
+        if !counts.stored {
             // What was counted before, plus what was sent since.
             measure.stored = previous
                 .as_ref()
                 .and_then(|m| m.stored)
                 .map(|s| s.saturating_add(sent_before));
+        }
+        if !counts.trash {
             measure.trash = previous.as_ref().and_then(|m| m.trash);
         }
         let told = measure.told();
-        let stored_counted = count_stored && measure.stored.is_some();
+        let stored_counted = count_stored && (measure.stored.is_some() || !counts.stored);
         let mut shared = self.lock();
         shared.measuring = false;
         shared.capacity.asked = true;
