@@ -21,6 +21,7 @@ use crate::error::{ExitCode, coded};
 use crate::install::{Branch, InstallDir, private_dir};
 use crate::progress::{ProgressView, summary_of_finished};
 use crate::rclone::{Call, Job, Location, Progress, Rclone, signals};
+use crate::sync::local_fs;
 
 const REFRESH: Duration = Duration::from_millis(200);
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
@@ -59,14 +60,13 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
         }
         let staging = install.state_dir().join("import").join(&branch.name);
         private_dir(&staging)?;
-        let job = Call::copy(
-            &branch.remote,
-            staging.to_str().context("install dir path is not UTF-8")?,
-        )
-        .config(json!({ "CompareDest": [branch.dir] }))
-        .filter(json!({ "ExcludeRule": RESERVED_FILTER }))
-        .start(rclone, &format!("msync/import/{}", branch.name))
-        .with_context(|| format!("starting the import of {}", branch.remote))?;
+        staging.to_str().context("install dir path is not UTF-8")?;
+        // Symlinks stored as NAME.rclonelink come back as symlinks.
+        let job = Call::copy(&branch.remote, &local_fs(&staging))
+            .config(json!({ "CompareDest": [local_fs(&branch.dir)] }))
+            .filter(json!({ "ExcludeRule": RESERVED_FILTER }))
+            .start(rclone, &format!("msync/import/{}", branch.name))
+            .with_context(|| format!("starting the import of {}", branch.remote))?;
         tasks.push(Task {
             branch,
             staging,
@@ -168,9 +168,12 @@ fn move_into_branch(rclone: Rclone, staging: &Path, branch_dir: &Path) -> Result
     let (Some(staging), Some(branch_dir)) = (staging.to_str(), branch_dir.to_str()) else {
         return Err("install dir path is not UTF-8".into());
     };
-    let job = Call::move_dir(staging, branch_dir)
-        .start(rclone, "msync/import/move")
-        .map_err(|e| e.to_string())?;
+    let job = Call::move_dir(
+        &local_fs(Path::new(staging)),
+        &local_fs(Path::new(branch_dir)),
+    )
+    .start(rclone, "msync/import/move")
+    .map_err(|e| e.to_string())?;
     let status = job
         .wait(None)
         .map_err(|e| e.to_string())?

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{is_local_only, sync_filter};
+use super::{is_local_only, local_fs, sync_filter};
 use crate::install::DirIdentity;
 use crate::rclone::{Call, Rclone, RcloneError};
 
@@ -116,7 +116,7 @@ pub fn plan(rclone: Rclone, local: &Path, remote: &str, group: &str) -> Result<P
 
 /// The reconcile's sync as a dry run: nothing changes, its stats count.
 pub fn dry_run(local: &Path, remote: &str) -> Call {
-    Call::sync(&local.to_string_lossy(), remote)
+    Call::sync(&local_fs(local), remote)
         .filter(sync_filter())
         .config(json!({ "DryRun": true }))
 }
@@ -172,7 +172,8 @@ pub fn count_local_files(root: &Path) -> usize {
             }
             match entry.file_type() {
                 Ok(kind) if kind.is_dir() => stack.push(path),
-                Ok(kind) if kind.is_file() => count += 1,
+                // A symlink is stored as a file (see [`local_fs`]).
+                Ok(kind) if kind.is_file() || kind.is_symlink() => count += 1,
                 _ => {}
             }
         }
@@ -216,13 +217,14 @@ mod tests {
     }
 
     #[test]
-    fn local_files_skip_links_and_local_only_names() {
+    fn local_files_count_links_as_files_never_follow_them_and_skip_local_names() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
         std::fs::write(dir.path().join("a/b/f"), "x").unwrap();
         std::fs::write(dir.path().join("top"), "x").unwrap();
         std::fs::write(dir.path().join(".msync-branch"), "x").unwrap();
+        // Stored as one link file, whatever lies below /etc.
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
-        assert_eq!(count_local_files(dir.path()), 2);
+        assert_eq!(count_local_files(dir.path()), 3);
     }
 }

@@ -68,6 +68,24 @@ pub fn is_local_only(relative: &Path) -> bool {
     })
 }
 
+/// The suffix of the file rclone stores a symlink as (its `--links`): the
+/// file holds the link's target, byte for byte.
+pub const LINK_SUFFIX: &str = ".rclonelink";
+
+/// A local directory as msync hands it to rclone: with the local backend's
+/// `links` option, so a symlink in it is read as `NAME.rclonelink` holding
+/// its target (never followed: no byte of what it points to is read) and a
+/// `NAME.rclonelink` written into it becomes the symlink again. Plain
+/// `rclone copy -l` restores such a remote the same way.
+pub fn local_fs(dir: &Path) -> String {
+    format!(":local,links:{}", dir.to_string_lossy())
+}
+
+/// The name a symlink at `name` has on the remote.
+pub fn link_name(name: &str) -> String {
+    format!("{name}{LINK_SUFFIX}")
+}
+
 /// The regular files of a branch directory, relative, with their sizes
 /// (local-only names and the branch marker aside), sorted.
 pub fn branch_files(root: &Path) -> Vec<(PathBuf, u64)> {

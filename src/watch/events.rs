@@ -137,8 +137,13 @@ impl Worker {
             .collect();
         let writing = open_for_writing(&ids.iter().flatten().copied().collect());
         for ((branch, path), id) in due.into_iter().zip(ids) {
-            // Gone: its delete follows; held as it is, nothing is lost.
-            let open = id.is_none_or(|id| writing.contains(&id));
+            let open = match id {
+                Some(id) => writing.contains(&id),
+                // Gone: its delete follows; held as it is, nothing is
+                // lost. Anything else that is not a regular file (a
+                // symlink tar touched after making it) is never written.
+                None => std::fs::symlink_metadata(self.abs(branch, &path)).is_err(),
+            };
             self.debouncer.probed(branch, path, open, now);
         }
     }

@@ -236,9 +236,26 @@ fn a_file_that_becomes_a_symlink_leaves_nothing_stale() {
             .file_type()
             .is_symlink()
     );
+    // tar touches the link after making it (a MODIFY on a symlink), so the
+    // watcher waits for its open-writer probe before reporting it: wait for
+    // the link, not for a fixed time.
+    let links = ["conf/current", "pkg/bin/tool"];
+    let deadline = std::time::Instant::now() + SETTLE;
+    while !links
+        .iter()
+        .all(|link| remote_names(&pool, &remote).contains(&format!("{link}.rclonelink")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the links are not stored as links: {:?}\n{}",
+            remote_names(&pool, &remote),
+            pool.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     pool.settle(SETTLE);
     let names = remote_names(&pool, &remote);
-    for link in ["conf/current", "pkg/bin/tool"] {
+    for link in links {
         assert!(
             !names.contains(&link.to_owned()),
             "{link} is a symlink in the pool but a file on the cloud: {names:?}"

@@ -4,6 +4,7 @@
 mod cli;
 mod engine;
 mod faults;
+mod fidelity;
 mod guards;
 mod hardening;
 mod interlocks;

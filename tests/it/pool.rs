@@ -201,16 +201,18 @@ impl Pool {
     }
 
     /// `rclone check` of branch `name` against `remote`, msync's own files
-    /// aside.
+    /// aside; the branch's symlinks compare as rclone stores them (its
+    /// local backend's `links`, on the branch side only).
     fn check_branch(
         &self,
         name: &str,
         remote: &str,
     ) -> (std::process::Command, std::process::Output) {
         let branch = self.branch_dir(name);
+        let branch = format!(":local,links:{}", branch.display());
         let mut check = self.sandbox.rclone_cli([
             "check",
-            branch.to_str().unwrap(),
+            &branch,
             remote,
             "--exclude",
             "/.msync/**",

@@ -17,14 +17,14 @@ use crate::rclone::{Call, Job, Location};
 use crate::space::size::Shown;
 use crate::sync::failure::Failure;
 use crate::sync::table::Op;
-use crate::sync::{guard, sync_filter, trash};
+use crate::sync::{guard, link_name, local_fs, sync_filter, trash};
 
 /// Files smaller than this are sent with one plain call, not a watched job.
 const SMALL_FILE: u64 = 1 << 20;
 
 impl BranchWorker {
     fn local_fs(&self) -> String {
-        self.spec.local.to_string_lossy().into_owned()
+        local_fs(&self.spec.local)
     }
 
     /// `<remote>:<path>/<relative>` for a directory inside the branch.
@@ -161,12 +161,24 @@ impl BranchWorker {
     }
 
     /// Moves a remote file to the trash; nothing there is nothing to do.
+    /// A deleted path may have been a symlink, stored as `NAME.rclonelink`:
+    /// that goes when there is no plain file.
     fn trash_file(&self, name: &str) -> Result<(), Failure> {
+        let moved = self.trash_object(name);
+        match moved {
+            Err(failure) if failure.is_not_found() => {
+                ignore_not_found(self.trash_object(&link_name(name)))
+            }
+            other => other,
+        }
+    }
+
+    fn trash_object(&self, name: &str) -> Result<(), Failure> {
         let call = Call::movefile(
             &self.at(name),
             &self.at(&trash::trashed(name, SystemTime::now())),
         );
-        ignore_not_found(call.run(self.rclone).map(|_| ()).map_err(Failure::from))
+        call.run(self.rclone).map(|_| ()).map_err(Failure::from)
     }
 
     /// Deletes a remote file for good (it moved to another branch); nothing
@@ -205,10 +217,20 @@ impl BranchWorker {
         };
         let kind = meta.file_type();
         if kind.is_symlink() {
-            // Links are not sent (yet); whatever the path held before it
-            // became one must not stay on the remote.
-            info!("{}: {name}: a symlink, not uploaded", self.spec.name);
-            return self.trash_file(name);
+            // Whatever the path held before it became a link goes; the link
+            // is stored as its target, in `NAME.rclonelink`.
+            self.trash_file(name)?;
+            let link = link_name(name);
+            let call = Call::copyfile(
+                &Location::new(self.local_fs(), &link),
+                &Location::new(&self.spec.remote, &link),
+            )
+            .filter(sync_filter())
+            .config(self.trash_config());
+            return call
+                .run_in(self.rclone, &self.group())
+                .map(|_| ())
+                .map_err(Failure::from);
         }
         if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
             // Opening a FIFO would block until someone writes to it; none
@@ -220,7 +242,7 @@ impl BranchWorker {
         }
         if meta.is_dir() {
             let local = self.spec.local.join(path);
-            let call = Call::copy(&local.to_string_lossy(), &self.remote_dir(name))
+            let call = Call::copy(&local_fs(&local), &self.remote_dir(name))
                 .filter(sync_filter())
                 .config(trash::backup_config_below(
                     &self.spec.remote,
@@ -293,7 +315,7 @@ impl BranchWorker {
         }
         if local_is_dir {
             let call = Call::copy(
-                &self.spec.local.join(name).to_string_lossy(),
+                &local_fs(&self.spec.local.join(name)),
                 &self.remote_dir(name),
             )
             .filter(sync_filter());
@@ -388,9 +410,20 @@ impl BranchWorker {
     /// the new name is uploaded instead.
     fn move_remote(&self, from: &Path, to: &Path, is_dir: bool) -> Result<(), Failure> {
         let (from_name, to_name) = (relative(from)?, relative(to)?);
+        let is_link = self
+            .local_kind(to)
+            .is_some_and(|meta| meta.file_type().is_symlink());
         let result = if is_dir {
             let call = Call::move_dir(&self.remote_dir(from_name), &self.remote_dir(to_name));
             self.run_job(&call)
+        } else if is_link {
+            let call = Call::movefile(
+                &self.at(&link_name(from_name)),
+                &self.at(&link_name(to_name)),
+            )
+            .filter(sync_filter())
+            .config(self.trash_config());
+            call.run(self.rclone).map(|_| ()).map_err(Failure::from)
         } else {
             let call = Call::movefile(&self.at(from_name), &self.at(to_name))
                 .filter(sync_filter())
