@@ -3,17 +3,19 @@
 //! files (see [`crate::space::placement`]) and tells the union, and moves
 //! each file that did not fit on its cloud to a branch whose cloud has room
 //! (see [`crate::space::relocate`]). The move is local; the watcher sees it
-//! and the engine uploads the file from its new branch, while the old
-//! branch's object (a partial upload, or an older version) is discarded.
+//! and the engine uploads the file from its new branch. The old branch's
+//! object (an older version, or a partial upload) stays until the new
+//! branch has sent the file, and is then deleted for good, not trashed.
 //!
 //! [`Mover`] makes those moves, for the keeper and for `msync balance`
 //! (through the control socket), and knows which branches are retired.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,8 @@ use crate::union::{self, Driver};
 
 /// How often placement is looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a moved file's old copy waits for the new branch to send it.
+const PENDING_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// The pool's space as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +60,12 @@ pub(super) struct Mover {
     engine: Arc<Engine>,
     branches: Vec<Kept>,
     retired: Mutex<Vec<bool>>,
+    /// The service is stopping: its watcher may be gone, so a move would
+    /// not be seen.
+    stopped: AtomicBool,
+    /// Moves whose new branch has not sent the file yet: (from, to, path,
+    /// when).
+    pending: Mutex<Vec<(usize, usize, PathBuf, Instant)>>,
 }
 
 impl Mover {
@@ -71,15 +81,64 @@ impl Mover {
     }
 
     /// Moves `path` from branch `from` to branch `to`; the old cloud's
-    /// copy is discarded once the file is in its new place.
+    /// copy is discarded once the new branch has sent the file.
     fn move_file(&self, from: usize, to: usize, path: &Path) -> Result<(), RelocateError> {
-        relocate::move_file(&self.branches[from].dir, &self.branches[to].dir, path)?;
-        self.engine.discard(from, path.to_path_buf());
+        // Told first, so the old branch ignores the watcher's delete.
+        self.engine.moved(from, to, path);
+        if let Err(err) =
+            relocate::move_file(&self.branches[from].dir, &self.branches[to].dir, path)
+        {
+            self.engine.moved_back(from, to, path);
+            return Err(err);
+        }
+        self.lock_pending()
+            .push((from, to, path.to_path_buf(), Instant::now()));
         Ok(())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(usize, usize, PathBuf, Instant)>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Discards the old copy of each moved file its new branch has sent.
+    fn discard_sent(&self) {
+        let mut pending = self.lock_pending();
+        if pending.is_empty() {
+            return;
+        }
+        for to in 0..self.branches.len() {
+            for sent in self.engine.take_sent_moved(to) {
+                if let Some(at) = pending
+                    .iter()
+                    .position(|(_, t, p, _)| *t == to && *p == sent)
+                {
+                    let (from, _, path, _) = pending.remove(at);
+                    self.engine.discard(from, path);
+                }
+            }
+        }
+        // Never sent (deleted meanwhile, or the new cloud never took it):
+        // the old copy is left for the old branch's reconcile to trash.
+        pending.retain(|(_, _, path, since)| {
+            let keep = since.elapsed() < PENDING_MAX;
+            if !keep {
+                warn!(
+                    "{}: moved a day ago and still not sent from its new branch; its old copy is left to the reconcile",
+                    path.display()
+                );
+            }
+            keep
+        });
     }
 
     /// Carries out `balance`'s moves (see [`Request::Move`]).
     pub(super) fn answer(&self, moves: &[MoveOrder], retire: Option<&str>) -> Reply {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Reply::Error {
+                code: ExitCode::RunningState.code(),
+                message: "the service is stopping; run `msync balance` again after the next start, or while it is stopped".into(),
+            };
+        }
         if let Some(name) = retire {
             let Some(index) = self.index_of(name) else {
                 return Reply::Error {
@@ -129,8 +188,10 @@ pub(super) struct SpaceKeeper {
 }
 
 impl SpaceKeeper {
-    /// Ends the thread and waits for it: no move starts after this.
+    /// Ends the thread and waits for it, and refuses `balance`'s moves:
+    /// no move starts after this.
     pub(super) fn stop(self) {
+        self.mover.stopped.store(true, Ordering::SeqCst);
         drop(self.stop);
         let _ = self.thread.join();
     }
@@ -156,6 +217,8 @@ pub(super) fn keep_space(
             })
             .collect(),
         retired: Mutex::new(branches.iter().map(|b| b.retired).collect()),
+        stopped: AtomicBool::new(false),
+        pending: Mutex::new(Vec::new()),
     });
     let mut keeper = Keeper {
         engine: Arc::clone(engine),
@@ -217,6 +280,7 @@ impl Keeper {
             })
             .collect();
         self.relocate_homeless(&mut candidates);
+        self.mover.discard_sent();
         let asked_all = clouds
             .iter()
             .zip(&retired)

@@ -6,13 +6,20 @@
 //! never missing or doubled, and a process that has it open keeps its
 //! handle. It never replaces anything: a file of that name already in the
 //! other branch is left alone and the move is refused.
+//!
+//! Users make the paths inside branches (through the mount), and msync runs
+//! as root: both sides are walked one directory at a time from the branch
+//! root, never through a symlink, and the rename is made between the two
+//! directories so opened. A symlink anywhere on either path refuses the
+//! move.
 
-use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-use nix::unistd::{Gid, Uid, chown};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{Gid, Uid, fchown};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -23,6 +30,8 @@ pub enum RelocateError {
     NotAFile(PathBuf),
     #[error("{} already exists", .0.display())]
     TargetExists(PathBuf),
+    #[error("{}: a symlink or a file where a directory should be; msync moves nothing through a link", .0.display())]
+    NotADirectory(PathBuf),
     #[error(
         "{} and {} are on different filesystems, so the file cannot move between them at once",
         .from.display(),
@@ -30,17 +39,7 @@ pub enum RelocateError {
     )]
     CrossDevice { from: PathBuf, to: PathBuf },
     #[error("{}: {error}", .path.display())]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RelocateError + '_ {
-    move |error| RelocateError::Io {
-        path: path.to_path_buf(),
-        error,
-    }
+    Io { path: PathBuf, error: Errno },
 }
 
 /// Moves `relative` from branch directory `from_root` to `to_root`,
@@ -48,71 +47,123 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RelocateError + '_ {
 /// and owner).
 pub fn move_file(from_root: &Path, to_root: &Path, relative: &Path) -> Result<(), RelocateError> {
     let source = from_root.join(relative);
-    let meta = match fs::symlink_metadata(&source) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RelocateError::Gone(source));
-        }
-        Err(err) => return Err(io(&source)(err)),
+    let target = to_root.join(relative);
+    let (parent, name) = match (relative.parent(), relative.file_name()) {
+        (Some(parent), Some(name)) => (parent, name),
+        _ => return Err(RelocateError::NotAFile(source)),
     };
-    if !meta.is_file() {
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(RelocateError::NotAFile(source));
     }
-    let target = to_root.join(relative);
-    if let Some(parent) = relative.parent() {
-        make_parents(from_root, to_root, parent)?;
+    let (from_dir, like) = walk(from_root, parent, None)?;
+    match fstatat(&from_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG => {}
+        Ok(_) => return Err(RelocateError::NotAFile(source)),
+        Err(Errno::ENOENT) => return Err(RelocateError::Gone(source)),
+        Err(error) => {
+            return Err(RelocateError::Io {
+                path: source,
+                error,
+            });
+        }
     }
+    let (to_dir, _) = walk(to_root, parent, Some(&like))?;
     match renameat2(
-        AT_FDCWD,
-        &source,
-        AT_FDCWD,
-        &target,
+        &from_dir,
+        name,
+        &to_dir,
+        name,
         RenameFlags::RENAME_NOREPLACE,
     ) {
         Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EEXIST) => Err(RelocateError::TargetExists(target)),
-        Err(nix::errno::Errno::ENOENT) => Err(RelocateError::Gone(source)),
-        Err(nix::errno::Errno::EXDEV) => Err(RelocateError::CrossDevice {
+        Err(Errno::EEXIST) => Err(RelocateError::TargetExists(target)),
+        Err(Errno::ENOENT) => Err(RelocateError::Gone(source)),
+        Err(Errno::EXDEV) => Err(RelocateError::CrossDevice {
             from: from_root.to_path_buf(),
             to: to_root.to_path_buf(),
         }),
-        Err(errno) => Err(io(&source)(errno.into())),
+        Err(error) => Err(RelocateError::Io {
+            path: source,
+            error,
+        }),
     }
 }
 
-/// Makes each missing directory of `parent` under `to_root`, like its
-/// counterpart under `from_root`.
-fn make_parents(from_root: &Path, to_root: &Path, parent: &Path) -> Result<(), RelocateError> {
-    let mut relative = PathBuf::new();
-    for part in parent.components() {
-        relative.push(part);
-        let made = to_root.join(&relative);
-        if fs::symlink_metadata(&made).is_ok_and(|m| m.is_dir()) {
-            continue;
-        }
-        let like = fs::metadata(from_root.join(&relative)).map_err(io(&relative))?;
-        match fs::create_dir(&made) {
-            Ok(()) => {}
-            // Made meanwhile (by the union, by another move): fine.
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(io(&made)(err)),
-        }
-        fs::set_permissions(&made, fs::Permissions::from_mode(like.mode() & 0o7777))
-            .map_err(io(&made))?;
-        chown(
-            &made,
-            Some(Uid::from_raw(like.uid())),
-            Some(Gid::from_raw(like.gid())),
-        )
-        .map_err(|errno| io(&made)(errno.into()))?;
+/// Opens directory `relative` below `root`, one component at a time and
+/// never through a symlink; returns it with the stat of each component.
+/// With `like`, a missing component is made as its counterpart there.
+fn walk(
+    root: &Path,
+    relative: &Path,
+    like: Option<&[FileStat]>,
+) -> Result<(OwnedFd, Vec<FileStat>), RelocateError> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| RelocateError::Io { path, error }
+    };
+    let mut dir = openat(AT_FDCWD, root, flags, Mode::empty()).map_err(io(root))?;
+    let mut stats = Vec::new();
+    let mut here = root.to_path_buf();
+    for (depth, part) in relative.components().enumerate() {
+        here.push(part);
+        let next = match openat(&dir, part.as_os_str(), flags, Mode::empty()) {
+            Err(Errno::ENOENT) if like.is_some() => {
+                let model = like
+                    .and_then(|l| l.get(depth))
+                    .ok_or(RelocateError::Gone(here.clone()))?;
+                make_dir_like(&dir, part.as_os_str(), model, &here)?;
+                openat(&dir, part.as_os_str(), flags, Mode::empty())
+            }
+            other => other,
+        };
+        dir = match next {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(RelocateError::NotADirectory(here)),
+            Err(Errno::ENOENT) => return Err(RelocateError::Gone(here)),
+            Err(error) => return Err(io(&here)(error)),
+        };
+        stats.push(fstat(dir.as_fd()).map_err(io(&here))?);
     }
-    Ok(())
+    Ok((dir, stats))
+}
+
+/// Makes directory `name` in `parent` with the mode and owner of `model`;
+/// one made meanwhile (by the union, by another move) is fine.
+fn make_dir_like(
+    parent: &OwnedFd,
+    name: &std::ffi::OsStr,
+    model: &FileStat,
+    path: &Path,
+) -> Result<(), RelocateError> {
+    let io = |error| RelocateError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => return Ok(()),
+        Err(error) => return Err(io(error)),
+    }
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let made = openat(parent, name, flags, Mode::empty()).map_err(io)?;
+    fchown(
+        &made,
+        Some(Uid::from_raw(model.st_uid)),
+        Some(Gid::from_raw(model.st_gid)),
+    )
+    .map_err(io)?;
+    fchmod(&made, Mode::from_bits_truncate(model.st_mode & 0o7777)).map_err(io)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::DirBuilderExt;
+    use std::fs;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 
     #[test]
     fn a_file_moves_with_its_parents_made_alike() {
@@ -147,5 +198,32 @@ mod tests {
         assert_eq!(fs::read(b.join("f")).unwrap(), b"theirs");
         let err = move_file(&a, &b, Path::new("missing")).unwrap_err();
         assert!(matches!(err, RelocateError::Gone(_)), "{err}");
+    }
+
+    #[test]
+    fn nothing_moves_through_a_symlink_on_either_side() {
+        let temp = tempfile::tempdir().unwrap();
+        let (a, b, outside) = (
+            temp.path().join("a"),
+            temp.path().join("b"),
+            temp.path().join("outside"),
+        );
+        for dir in [&a, &b, &outside] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        fs::create_dir_all(a.join("d")).unwrap();
+        fs::write(a.join("d/x"), b"mine").unwrap();
+        // A user made the target's directory a link out of the branch.
+        std::os::unix::fs::symlink(&outside, b.join("d")).unwrap();
+        let err = move_file(&a, &b, Path::new("d/x")).unwrap_err();
+        assert!(matches!(err, RelocateError::NotADirectory(_)), "{err}");
+        assert!(a.join("d/x").exists());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        // Or the source's: a root-owned file must not be pulled in.
+        fs::write(outside.join("secret"), b"root's").unwrap();
+        std::os::unix::fs::symlink(&outside, a.join("e")).unwrap();
+        let err = move_file(&a, &b, Path::new("e/secret")).unwrap_err();
+        assert!(matches!(err, RelocateError::NotADirectory(_)), "{err}");
+        assert!(outside.join("secret").exists());
     }
 }

@@ -131,6 +131,13 @@ struct Shared {
     /// Uploads that do not fit on this cloud, waiting to be moved to a
     /// branch whose cloud has room.
     homeless: BTreeSet<PathBuf>,
+    /// Files moved to another branch: their remote copy stays until the
+    /// other branch has sent them (the watcher's delete is ignored).
+    moved_away: BTreeSet<PathBuf>,
+    /// Files moved in from another branch, and those of them sent since
+    /// the service last asked.
+    moved_in: BTreeSet<PathBuf>,
+    sent_moved: Vec<PathBuf>,
     files_sent: u64,
     bytes_sent: u64,
     /// Why the branch is not synced at all, while it is not.
@@ -198,6 +205,9 @@ impl BranchWorker {
                 trash_spent_until: None,
                 unsent_due: false,
                 homeless: BTreeSet::new(),
+                moved_away: BTreeSet::new(),
+                moved_in: BTreeSet::new(),
+                sent_moved: Vec::new(),
                 files_sent: 0,
                 bytes_sent: 0,
                 held: None,
@@ -243,9 +253,38 @@ impl BranchWorker {
         let mut shared = self.lock();
         for (op, bytes) in sized {
             shared.homeless.remove(op.path());
+            if let Op::Delete(path) = &op
+                && shared.moved_away.contains(path)
+            {
+                // It moved to another branch: nothing to send from here,
+                // and its copy here goes only once it is there.
+                shared.table.drop_waiting_upload(path);
+                continue;
+            }
+            shared.moved_away.remove(op.path());
             shared.table.push_sized(op, bytes);
         }
         self.wake.notify_all();
+    }
+
+    /// See [`super::Engine::moved`].
+    pub fn keep_moved_away(&self, path: &Path) {
+        self.lock().moved_away.insert(path.to_path_buf());
+    }
+
+    /// See [`super::Engine::moved`].
+    pub fn watch_moved_in(&self, path: &Path) {
+        self.lock().moved_in.insert(path.to_path_buf());
+    }
+
+    pub fn forget_moved(&self, path: &Path) {
+        let mut shared = self.lock();
+        shared.moved_away.remove(path);
+        shared.moved_in.remove(path);
+    }
+
+    pub fn take_sent_moved(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.lock().sent_moved)
     }
 
     /// A regular file's size in the branch; 0 for anything else.
@@ -459,7 +498,13 @@ impl BranchWorker {
     /// over; a full one still takes what sends no bytes. A due reconcile
     /// waits for the running work to finish and then runs alone.
     fn take_work(&self, shared: &mut Shared, now: Instant) -> Result<Work, Instant> {
-        let mut wake_at = shared.next_reconcile;
+        // A reconcile already due waits for what holds it (a pause, work
+        // under way), which wakes the thread: its past time must not.
+        let mut wake_at = if shared.next_reconcile > now {
+            shared.next_reconcile
+        } else {
+            now + HELD_RECHECK
+        };
         if let Some(deadline) = shared.stop_deadline {
             wake_at = wake_at.min(deadline);
         }
@@ -468,7 +513,7 @@ impl BranchWorker {
             .as_ref()
             .is_some_and(|p| p.trouble == Trouble::Down);
         if shared.stop_deadline.is_none() && !shared.measuring && !remote_down {
-            if now >= shared.next_measure || shared.capacity.sent_enough_to_measure() {
+            if now >= shared.next_measure {
                 shared.measuring = true;
                 return Ok(Work::Measure);
             }

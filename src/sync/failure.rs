@@ -78,7 +78,12 @@ impl Failure {
     pub fn from_message(message: impl Into<String>) -> Failure {
         let message = message.into();
         let lower = message.to_lowercase();
-        let trouble = if CAPPED.iter().any(|m| lower.contains(m)) {
+        // A rate limit first: Google words one as "quota exceeded" and
+        // another as "User Rate Limit Exceeded", like its space and daily
+        // caps, but it passes within seconds.
+        let trouble = if RATE_LIMITED.iter().any(|m| lower.contains(m)) {
+            Some(Trouble::Down)
+        } else if CAPPED.iter().any(|m| lower.contains(m)) {
             Some(Trouble::Capped)
         } else if FULL.iter().any(|m| lower.contains(m)) {
             Some(Trouble::Full)
@@ -166,6 +171,12 @@ const KIND_CONFLICT: &[&str] = &[
     "can't copy directory",
     "already exists",
 ];
+
+/// Rate limits whose words come close to a quota's or a cap's: Google's
+/// "Quota exceeded for quota metric 'Queries' …" and its per-user request
+/// limit "User Rate Limit Exceeded. Rate of requests for user exceed
+/// configured project quota …".
+const RATE_LIMITED: &[&str] = &["quota metric", "rate of requests"];
 
 /// A daily upload cap: Google Drive answers 403 with reason
 /// `userRateLimitExceeded` and the message "User rate limit exceeded." once
@@ -317,9 +328,18 @@ mod tests {
                 "remote capped",
             ),
             ("googleapi: Error 403: uploadLimitExceeded", "remote capped"),
-            // A plain rate limit is a pause, not a daily cap.
+            // A plain rate limit is a pause, not a daily cap, nor a full
+            // cloud.
             (
                 "googleapi: Error 403: Rate Limit Exceeded, rateLimitExceeded",
+                "remote down",
+            ),
+            (
+                "googleapi: Error 403: User Rate Limit Exceeded. Rate of requests for user exceed configured project quota. You may consider re-evaluating expected per-user traffic to the API and adjust project quota limits accordingly., userRateLimitExceeded",
+                "remote down",
+            ),
+            (
+                "googleapi: Error 403: Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of service 'drive.googleapis.com', rateLimitExceeded",
                 "remote down",
             ),
         ] {

@@ -240,8 +240,39 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// A file moved out of a branch to another: its object on the old
-    /// branch's remote is deleted for good, not trashed.
+    /// A file moved from branch `from` to branch `to`: `from` keeps its
+    /// remote copy, deleting or trashing nothing of it, and `to` reports
+    /// when it has sent the file (see [`Engine::take_sent_moved`]); then
+    /// [`Engine::discard`] removes the old copy.
+    pub fn moved(&self, from: usize, to: usize, path: &Path) {
+        if let Some(worker) = self.worker(from) {
+            worker.keep_moved_away(path);
+        }
+        if let Some(worker) = self.worker(to) {
+            worker.watch_moved_in(path);
+        }
+    }
+
+    /// Undoes [`Engine::moved`] for a move that did not happen.
+    pub fn moved_back(&self, from: usize, to: usize, path: &Path) {
+        if let Some(worker) = self.worker(from) {
+            worker.forget_moved(path);
+        }
+        if let Some(worker) = self.worker(to) {
+            worker.forget_moved(path);
+        }
+    }
+
+    /// The files moved into `branch` that it has sent since the last call.
+    pub fn take_sent_moved(&self, branch: usize) -> Vec<PathBuf> {
+        self.worker(branch)
+            .map(|w| w.take_sent_moved())
+            .unwrap_or_default()
+    }
+
+    /// A file moved out of a branch is on its new cloud: its object on the
+    /// old branch's remote is deleted for good, not trashed (its data
+    /// lives on, and the trash must not eat the room the move freed).
     pub fn discard(&self, branch: usize, path: PathBuf) {
         if let Some(worker) = self.worker(branch) {
             worker.enqueue([Op::Discard(path)]);

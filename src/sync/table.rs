@@ -220,6 +220,16 @@ impl PathTable {
         self.running
     }
 
+    /// Drops a waiting (not running) upload of `path`, if there is one.
+    pub fn drop_waiting_upload(&mut self, path: &Path) {
+        if let Some(last) = self.latest_related(path)
+            && !self.entries[&last].running
+            && self.entries[&last].op == Op::Upload(path.to_path_buf())
+        {
+            self.remove(last);
+        }
+    }
+
     /// The paths of every upload waiting (not running).
     pub fn upload_paths(&self) -> Vec<PathBuf> {
         self.entries
@@ -595,8 +605,12 @@ impl PathTable {
     }
 
     fn insert(&mut self, seq: u64, entry: Entry) {
+        // An entry put back (see [`Self::restore`]) keeps its state, and
+        // every count follows it.
         self.pending_bytes += entry.bytes;
         self.uploads += usize::from(entry.op.sends_bytes());
+        self.running += usize::from(entry.running);
+        self.retrying += usize::from(entry.last_error.is_some());
         for path in entry.op.paths() {
             self.by_path
                 .entry(path.to_path_buf())

@@ -193,6 +193,16 @@ impl Pool {
         }
     }
 
+    /// Waits until every branch equals its remote (a moved file's old copy
+    /// goes only after its new branch sent it), then asserts it.
+    pub fn wait_in_sync(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.in_sync() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.assert_in_sync();
+    }
+
     /// Whether every branch equals its remote, by the rclone CLI.
     pub fn in_sync(&self) -> bool {
         self.branches

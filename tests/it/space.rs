@@ -137,7 +137,7 @@ fn eighty_eight_files_fill_clouds_of_40_60_and_400_mb_and_all_land() {
     // the rclone CLI sees it: nothing is left only on the local disk.
     let files = local_files(&clouds.pool);
     assert_eq!(files.len(), FILES, "{files:?}");
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     assert_eq!(clouds.files_on_clouds(), FILES);
     // No cloud is past its size, and none holds more than the files its
     // branch has: what moved away left nothing behind, not even in the
@@ -184,7 +184,7 @@ fn a_cloud_filled_behind_msyncs_back_takes_no_new_files() {
 
     clouds.write("late", 20, 2 * MIB);
     clouds.pool.settle(SETTLE);
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     // All 20 are on cloud2's cloud; whatever the union put on cloud1's
     // branch was moved.
     let late: Vec<_> = local_files(&clouds.pool)
@@ -271,7 +271,7 @@ fn a_quota_caps_what_msync_stores_on_a_cloud() {
     clouds.pool.start();
     clouds.write("q", 12, 5 * MIB);
     let status = clouds.pool.settle(SETTLE);
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     let stored: u64 = clouds
         .pool
         .remote_files("cloud1:msync")
@@ -372,7 +372,7 @@ fn balance_levels_clouds_from_95_10_10_to_within_15_points() {
     // Every file is whole on exactly one branch and its cloud, by the
     // rclone CLI, and nothing went to a trash.
     assert_eq!(local_files(&clouds.pool).len(), 19);
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     assert_eq!(clouds.files_on_clouds(), 19);
     for disk in &clouds.disks {
         assert!(!disk.path.join("msync/.msync/trash").exists());
@@ -427,8 +427,8 @@ fn evacuate_with_the_service_running_keeps_every_file_in_view() {
     assert_eq!(files.len(), 30);
     assert!(files.iter().all(|(b, _)| b != "cloud1"), "{files:?}");
     clouds.pool.settle(SETTLE);
+    clouds.pool.wait_in_sync(SETTLE);
     assert!(clouds.pool.remote_files("cloud1:msync").is_empty());
-    clouds.pool.assert_in_sync();
     assert_eq!(clouds.files_on_clouds(), 30);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(clouds.pool.install.join("msync.json")).unwrap())
@@ -518,7 +518,7 @@ fn a_quota_on_s3_which_cannot_tell_its_size_is_respected() {
         write_file(&pool.mount.join(format!("q/{i}.bin")), 5 * MIB, i as u8);
     }
     let status = pool.settle(SETTLE);
-    pool.assert_in_sync();
+    pool.wait_in_sync(SETTLE);
     let size = run(pool.sandbox.rclone_cli(["size", "--json", "s3:msync"]));
     let size: serde_json::Value = serde_json::from_slice(&size.stdout).unwrap();
     let stored = size["bytes"].as_u64().unwrap();
@@ -582,7 +582,7 @@ fn old_trash_gives_way_before_files_move_and_recent_trash_stays() {
     // 25 MiB more than the 12 cloud1 has free.
     clouds.write("new", 5, 5 * MIB);
     clouds.pool.settle(SETTLE);
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     // Nothing moved: the old trash made the room.
     let files = local_files(&clouds.pool);
     assert_eq!(files.len(), 5);
@@ -615,7 +615,7 @@ fn files_that_overflow_a_cloud_while_stopped_move_at_the_next_start() {
     }
     clouds.pool.start();
     clouds.pool.settle(SETTLE);
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     assert_eq!(clouds.files_on_clouds(), 12);
     let moved = local_files(&clouds.pool)
         .iter()
@@ -665,12 +665,12 @@ fn an_interrupted_balance_leaves_every_file_whole_and_a_rerun_finishes() {
         assert_eq!(output.status.code(), Some(0), "{output:?}");
     }
     assert_eq!(files.len(), 16);
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     assert_eq!(clouds.files_on_clouds(), 16);
 
     run(clouds.pool.msync(["balance", &install]));
     let after = fills(&clouds);
     assert!((after[0] - after[1]).abs() <= 0.15, "{after:?}");
-    clouds.pool.assert_in_sync();
+    clouds.pool.wait_in_sync(SETTLE);
     assert_eq!(clouds.files_on_clouds(), 16);
 }

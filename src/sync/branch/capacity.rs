@@ -45,18 +45,26 @@ impl BranchWorker {
             trash: count_stored,
         };
         let mut measure = measure(self.rclone, &self.spec.remote, counts);
-        if !counts.stored {
+        let stored_counted = count_stored && (measure.stored.is_some() || !counts.stored);
+        if !counts.stored || measure.stored.is_none() {
             // What was counted before, plus what was sent since.
             measure.stored = previous
                 .as_ref()
                 .and_then(|m| m.stored)
                 .map(|s| s.saturating_add(sent_before));
         }
-        if !counts.trash {
+        if !counts.trash || measure.trash.is_none() {
             measure.trash = previous.as_ref().and_then(|m| m.trash);
         }
-        let told = measure.told();
-        let stored_counted = count_stored && (measure.stored.is_some() || !counts.stored);
+        // A backend that told its space before and did not now failed for
+        // a moment: its last answer stands until the retry.
+        let about_told =
+            measure.used.is_some() || measure.free.is_some() || measure.total.is_some();
+        let about_failed = !about_told
+            && previous
+                .as_ref()
+                .is_some_and(|p| p.free.is_some() || p.total.is_some());
+        let told = measure.told() && !about_failed;
         let mut shared = self.lock();
         shared.measuring = false;
         shared.capacity.asked = true;
@@ -147,11 +155,11 @@ impl BranchWorker {
         let on_remote: HashMap<String, i64> = match listed {
             Ok(entries) => entries.into_iter().map(|e| (e.path, e.size)).collect(),
             Err(err) => {
+                // The next reconcile comes back to it.
                 warn!(
                     "{}: cannot list the remote to find unsent files: {err}",
                     self.spec.name
                 );
-                self.lock().unsent_due = true;
                 return;
             }
         };

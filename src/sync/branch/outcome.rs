@@ -37,6 +37,13 @@ impl BranchWorker {
                 shared.last_sync = Some(SystemTime::now());
                 shared.last_error = None;
                 shared.capacity.sent_since += covered.bytes();
+                // The reconcile sent everything the branch holds (a moved
+                // file deleted since was never sent: its old copy stays,
+                // for the old branch's reconcile to trash).
+                let moved_in = std::mem::take(&mut shared.moved_in);
+                let local = &self.spec.local;
+                let sent = moved_in.into_iter().filter(|p| local.join(p).is_file());
+                shared.sent_moved.extend(sent);
                 // A reconcile may send much that no change announced.
                 self.measure_soon(&mut shared);
                 false
@@ -126,6 +133,12 @@ impl BranchWorker {
                     answered = true;
                     let sent = shared.table.succeeded(seq);
                     shared.capacity.sent_since += sent;
+                    if op.sends_bytes() && shared.moved_in.remove(op.path()) {
+                        shared.sent_moved.push(op.path().to_path_buf());
+                    }
+                    if sent > 0 && shared.capacity.sent_enough_to_measure() {
+                        self.measure_soon(&mut shared);
+                    }
                 }
                 Err(Failure::Cancelled) => {
                     cancelled = true;

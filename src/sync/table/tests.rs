@@ -309,3 +309,33 @@ fn a_discard_stands_for_the_upload_and_delete_around_it() {
     table.push(Op::Discard("other".into()));
     assert_eq!(drain(&mut table, now), [Op::Discard("other".into())]);
 }
+
+#[test]
+fn a_failed_entry_put_back_after_a_reconcile_keeps_the_counts_right() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    table.push_sized(up("a"), 10);
+    let taken = table.take(now, usize::MAX, 100, |_| true);
+    table.postpone(taken[0].0, now + MAX, "does not fit");
+    assert!(table.has_retrying());
+    let covered = table.take_idle();
+    assert!(!table.has_retrying());
+    table.restore(covered);
+    assert!(table.has_retrying());
+    let again = table.take(now + MAX, usize::MAX, 100, |_| true);
+    table.succeeded(again[0].0);
+    assert!(!table.has_retrying());
+    assert!(table.is_empty());
+}
+
+#[test]
+fn a_waiting_upload_of_a_file_moved_away_is_dropped_and_nothing_else() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    table.push_sized(up("moved"), 10);
+    table.push(up("kept"));
+    table.drop_waiting_upload(Path::new("moved"));
+    table.drop_waiting_upload(Path::new("never queued"));
+    assert_eq!(table.pending_bytes(), 0);
+    assert_eq!(drain(&mut table, now), [up("kept")]);
+}
