@@ -24,11 +24,11 @@ use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
 use crate::rclone::{Call, Location, Rclone, signals};
 use crate::service::{self, MoveOrder, PidLock, Reply, Request};
+use crate::space::CloudSpace;
 use crate::space::balance::{self, Plan, Shelf};
-use crate::space::measure::{Counts, measure};
+use crate::space::measure::capacity_now;
 use crate::space::relocate;
 use crate::space::size::Shown;
-use crate::space::{Capacity, CloudSpace};
 use crate::sync::{branch_files, sync_filter, trash};
 
 /// Moves sent to the service in one request.
@@ -157,21 +157,7 @@ fn measured_spaces(rclone: Rclone, install: &InstallDir) -> Vec<CloudSpace> {
         .manifest
         .branches
         .iter()
-        .map(|branch| {
-            Capacity {
-                quota: branch.quota,
-                measure: Some(measure(
-                    rclone,
-                    &branch.remote,
-                    Counts {
-                        stored: branch.quota.is_some(),
-                        trash: false,
-                    },
-                )),
-                ..Capacity::default()
-            }
-            .view()
-        })
+        .map(|branch| capacity_now(rclone, &branch.remote, branch.quota, None).view())
         .collect()
 }
 

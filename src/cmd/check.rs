@@ -5,11 +5,11 @@ use std::path::Path;
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::error::ExitCode;
-use crate::install::{Branch, InstallDir};
+use crate::install::InstallDir;
 use crate::rclone::{Location, Rclone};
 use crate::rclone_config;
 use crate::space::Capacity;
-use crate::space::measure::{Counts, measure};
+use crate::space::measure::capacity_now;
 use crate::space::size::Shown;
 use crate::union::Availability;
 
@@ -216,7 +216,14 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
         } else {
             match rclone
                 .about(&format!("{}:", branch.name))
-                .map(|_| capacities.push(capacity_of(rclone, branch)))
+                .map(|about| {
+                    capacities.push(capacity_now(
+                        rclone,
+                        &branch.remote,
+                        branch.quota,
+                        Some(about),
+                    ))
+                })
                 .or_else(|err| {
                     // Backends without `about` still answer a listing.
                     rclone
@@ -248,22 +255,6 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
 
 /// A pool fuller than this gets a warning.
 const POOL_WARN_FILL: f64 = 0.9;
-
-/// A branch's cloud capacity, measured now.
-fn capacity_of(rclone: Rclone, branch: &Branch) -> Capacity {
-    Capacity {
-        quota: branch.quota,
-        measure: Some(measure(
-            rclone,
-            &branch.remote,
-            Counts {
-                stored: branch.quota.is_some(),
-                trash: false,
-            },
-        )),
-        ..Capacity::default()
-    }
-}
 
 /// The pool's fill over the clouds whose size is known; a warning past
 /// [`POOL_WARN_FILL`]. Not a failure: the pool still works.

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use log::debug;
 use serde_json::json;
 
-use super::Measure;
-use crate::rclone::{Call, Rclone};
+use super::{Capacity, Measure};
+use crate::rclone::{About, Call, Rclone};
 
 /// What to count besides `about`: listings, so not every time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +31,34 @@ pub fn measure(rclone: Rclone, remote: &str, counts: Counts) -> Measure {
         .about(&root)
         .inspect_err(|err| debug!("{root} tells no space: {err}"))
         .ok();
+    measure_with(rclone, remote, about, counts)
+}
+
+/// The capacity of a branch's cloud for a command run now (not the
+/// service, which keeps its own): `about`, or the one the caller already
+/// has, and msync's bytes there for a quota.
+pub fn capacity_now(
+    rclone: Rclone,
+    remote: &str,
+    quota: Option<u64>,
+    about: Option<About>,
+) -> Capacity {
+    let counts = Counts {
+        stored: quota.is_some(),
+        trash: false,
+    };
+    let measure = match about {
+        Some(about) => measure_with(rclone, remote, Some(about), counts),
+        None => measure(rclone, remote, counts),
+    };
+    Capacity {
+        quota,
+        measure: Some(measure),
+        ..Capacity::default()
+    }
+}
+
+fn measure_with(rclone: Rclone, remote: &str, about: Option<About>, counts: Counts) -> Measure {
     let unsigned = |v: Option<i64>| v.map(|v| v.max(0) as u64);
     Measure {
         at: SystemTime::now(),

@@ -7,11 +7,11 @@
 //! marker, plans the deletions with a dry run, and refuses a plan that
 //! deletes too much, or one against a remote that suddenly lists as empty.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
-use super::{is_local_only, local_fs, sync_filter};
+use super::{local_fs, sync_filter, walk_branch};
 use crate::install::DirIdentity;
 use crate::rclone::{Call, Rclone, RcloneError};
 
@@ -160,24 +160,12 @@ pub fn refusal(
 /// local-only names (they are never sent).
 pub fn count_local_files(root: &Path) -> usize {
     let mut count = 0;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(relative) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(root.join(&relative)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = relative.join(entry.file_name());
-            if is_local_only(&path) {
-                continue;
-            }
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => stack.push(path),
-                // A symlink is stored as a file (see [`local_fs`]).
-                Ok(kind) if kind.is_file() || kind.is_symlink() => count += 1,
-                _ => {}
-            }
+    walk_branch(root, |_, kind, _| {
+        // A symlink is stored as a file (see [`local_fs`]).
+        if kind.is_file() || kind.is_symlink() {
+            count += 1;
         }
-    }
+    });
     count
 }
 

@@ -86,10 +86,14 @@ pub fn link_name(name: &str) -> String {
     format!("{name}{LINK_SUFFIX}")
 }
 
-/// The regular files of a branch directory, relative, with their sizes
-/// (local-only names and the branch marker aside), sorted.
-pub fn branch_files(root: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files = Vec::new();
+/// Walks a branch directory without following links: `visit` gets every
+/// entry that is not a directory, by relative path, with its type (local-
+/// only names and the branch marker aside). The type comes from the
+/// directory listing, so a walk that needs no sizes costs no `stat`.
+pub fn walk_branch(
+    root: &Path,
+    mut visit: impl FnMut(PathBuf, std::fs::FileType, &std::fs::DirEntry),
+) {
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
@@ -100,13 +104,26 @@ pub fn branch_files(root: &Path) -> Vec<(PathBuf, u64)> {
             if is_local_only(&relative) {
                 continue;
             }
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => dirs.push(relative),
-                Ok(meta) if meta.is_file() => files.push((relative, meta.len())),
-                _ => {}
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => dirs.push(relative),
+                Ok(kind) => visit(relative, kind, &entry),
+                Err(_) => {}
             }
         }
     }
+}
+
+/// The regular files of a branch directory, relative, with their sizes,
+/// sorted.
+pub fn branch_files(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files = Vec::new();
+    walk_branch(root, |relative, kind, entry| {
+        if kind.is_file()
+            && let Ok(meta) = entry.metadata()
+        {
+            files.push((relative, meta.len()));
+        }
+    });
     files.sort();
     files
 }

@@ -46,17 +46,10 @@ fn failing(pool: &Pool) -> Vec<(PathClass, String)> {
 
 /// How many files of `remote` lie under `prefix`.
 fn count_under(pool: &Pool, remote: &str, prefix: &str) -> usize {
-    remote_names(pool, remote)
+    pool.remote_names(remote)
         .iter()
         .filter(|p| p.starts_with(prefix))
         .count()
-}
-
-fn remote_names(pool: &Pool, remote: &str) -> Vec<String> {
-    pool.remote_files(remote)
-        .into_iter()
-        .map(|(path, _)| path)
-        .collect()
 }
 
 /// Runs `msync stop --now` and fails if it has not returned in `bound`.
@@ -115,7 +108,7 @@ fn fifos_sockets_and_open_files_never_hold_up_a_branch() {
     // Skipping by design is no failure.
     let (_, code) = status_with_code(&pool);
     assert_eq!(code, Some(0));
-    let names = remote_names(&pool, &remote);
+    let names = pool.remote_names(&remote);
     assert!(
         !names.iter().any(|p| p == "pipe" || p == "app.sock"),
         "a special file reached the cloud: {names:?}"
@@ -126,7 +119,7 @@ fn fifos_sockets_and_open_files_never_hold_up_a_branch() {
     writeln!(log, "last line").unwrap();
     drop(log);
     wait_until("the closed log on the cloud", SETTLE, || {
-        remote_names(&pool, &remote)
+        pool.remote_names(&remote)
             .iter()
             .any(|p| p == "growing.log")
     });
@@ -180,7 +173,11 @@ fn every_replaced_version_is_kept_in_the_trash() {
     // time of day), each under a name that keeps its extension.
     assert_eq!(contents, ["good", "bad", "worse"], "{versions:?}");
     assert!(versions.iter().all(|v| v.ends_with(".txt")), "{versions:?}");
-    assert!(!remote_names(&pool, &remote).contains(&"notes/doc.txt".to_owned()));
+    assert!(
+        !pool
+            .remote_names(&remote)
+            .contains(&"notes/doc.txt".to_owned())
+    );
 }
 
 #[test]
@@ -195,7 +192,10 @@ fn a_file_that_becomes_a_symlink_leaves_nothing_stale() {
     write_file(&mnt.join("conf/current"), 300, 1);
     write_file(&mnt.join("conf/v2"), 200, 2);
     pool.settle(SETTLE);
-    assert!(remote_names(&pool, &remote).contains(&"conf/current".to_owned()));
+    assert!(
+        pool.remote_names(&remote)
+            .contains(&"conf/current".to_owned())
+    );
     std::fs::remove_file(mnt.join("conf/current")).unwrap();
     std::os::unix::fs::symlink("v2", mnt.join("conf/current")).unwrap();
 
@@ -241,20 +241,20 @@ fn a_file_that_becomes_a_symlink_leaves_nothing_stale() {
     // the link, not for a fixed time.
     let links = ["conf/current", "pkg/bin/tool"];
     let deadline = std::time::Instant::now() + SETTLE;
-    while !links
-        .iter()
-        .all(|link| remote_names(&pool, &remote).contains(&format!("{link}.rclonelink")))
-    {
+    while !links.iter().all(|link| {
+        pool.remote_names(&remote)
+            .contains(&format!("{link}.rclonelink"))
+    }) {
         assert!(
             std::time::Instant::now() < deadline,
             "the links are not stored as links: {:?}\n{}",
-            remote_names(&pool, &remote),
+            pool.remote_names(&remote),
             pool.log()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     pool.settle(SETTLE);
-    let names = remote_names(&pool, &remote);
+    let names = pool.remote_names(&remote);
     for link in links {
         assert!(
             !names.contains(&link.to_owned()),
@@ -296,7 +296,7 @@ fn files_that_appear_by_link_and_unlink_or_rename_go_out_at_once() {
 
     // No reconcile is due for hours: only the watcher can send them.
     let arrived = || {
-        let names = remote_names(&pool, &remote);
+        let names = pool.remote_names(&remote);
         ["objects/ab/cdef", "maildir/new/1.host", "report.txt"]
             .iter()
             .all(|n| names.contains(&n.to_string()))
@@ -306,7 +306,7 @@ fn files_that_appear_by_link_and_unlink_or_rename_go_out_at_once() {
         assert!(
             Instant::now() < deadline,
             "not all three on the cloud: {:?}\n{}",
-            remote_names(&pool, &remote),
+            pool.remote_names(&remote),
             pool.log()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -371,7 +371,7 @@ fn a_path_the_remote_refuses_is_listed_while_the_others_go_on() {
     std::fs::rename(mnt.join(&long), mnt.join("short.txt")).unwrap();
     pool.settle(SETTLE);
     assert!(failing(&pool).is_empty(), "{:?}", failing(&pool));
-    assert!(remote_names(&pool, &remote).contains(&"short.txt".to_owned()));
+    assert!(pool.remote_names(&remote).contains(&"short.txt".to_owned()));
     pool.stop();
 }
 
@@ -433,7 +433,7 @@ fn a_file_open_for_writing_during_the_start_reconcile_fails_nothing_else() {
     pool.start();
     write_file(&pool.mount.join("new.txt"), 60, 2);
     wait_until("the delete and the new file done", SETTLE, || {
-        let names = remote_names(&pool, &remote);
+        let names = pool.remote_names(&remote);
         !names.contains(&"old.txt".to_owned()) && names.contains(&"new.txt".to_owned())
     });
     writer.join().unwrap();
@@ -461,7 +461,7 @@ fn a_file_replaced_by_a_directory_and_back_leaves_nothing_stale() {
     write_file(&mnt.join("place"), 30, 4);
     pool.settle(SETTLE);
     pool.assert_in_sync();
-    let mut names = remote_names(&pool, &remote);
+    let mut names = pool.remote_names(&remote);
     names.sort();
     assert_eq!(names, ["place", "thing/now a dir.txt"]);
     pool.stop();

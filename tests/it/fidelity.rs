@@ -46,11 +46,7 @@ fn symlinks_are_stored_as_links_and_come_back_as_links() {
             .rclone_cli(["cat", &format!("{remote}/{link}.rclonelink")]));
         assert_eq!(String::from_utf8_lossy(&stored.stdout), target, "{link}");
     }
-    let names: Vec<String> = pool
-        .remote_files(&remote)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let names = pool.remote_names(&remote);
     assert!(
         !names.iter().any(|n| n.starts_with("to a dir/")),
         "{names:?}"
@@ -62,11 +58,7 @@ fn symlinks_are_stored_as_links_and_come_back_as_links() {
     std::fs::remove_file(mnt.join("deleted later")).unwrap();
     pool.settle(SETTLE);
     pool.assert_in_sync();
-    let names: Vec<String> = pool
-        .remote_files(&remote)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let names = pool.remote_names(&remote);
     assert!(
         names.contains(&"renamed after.rclonelink".to_owned()),
         "{names:?}"

@@ -242,6 +242,14 @@ impl Pool {
             .collect()
     }
 
+    /// The paths of [`Pool::remote_files`].
+    pub fn remote_names(&self, remote: &str) -> Vec<String> {
+        self.remote_files(remote)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect()
+    }
+
     /// Which branch holds `relative` (mergerfs spreads new files).
     pub fn holder(&self, relative: &str) -> String {
         let holders: Vec<String> = self
