@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmd;
 pub mod error;
 pub mod install;
+pub mod meta;
 pub mod progress;
 pub mod rclone;
 pub mod rclone_config;
