@@ -60,7 +60,15 @@ pub enum Command {
     /// with progress. Ctrl-C cancels cleanly (exit 130); running it again
     /// resumes. Files are downloaded into <install dir>/state/import first
     /// and moved into the branch only when complete.
-    Import(InstallDirArg),
+    ///
+    /// Then the metadata index msync keeps on each remote gives back what
+    /// the clouds do not keep: owners, modes, modification times, empty
+    /// directories, hard links and the holes of sparse files (symlinks come
+    /// back from the clouds themselves). A downloaded file whose size is not
+    /// the one the index records (a torn or older upload) is not put in
+    /// the branch: it is listed, left in state/import, and the exit code is
+    /// 8. Extended attributes and ACLs are not kept.
+    Import(ImportArgs),
 
     /// Mount the union of the branches and keep every branch in sync.
     ///
@@ -141,6 +149,30 @@ pub struct BalanceArgs {
     /// closed, or lost (the local copies are still here).
     #[arg(long, value_name = "NAME")]
     pub evacuate: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An msync install dir.
+    pub install_dir: PathBuf,
+
+    /// Restore the bytes only: no owners, modes, times, empty directories
+    /// or hard links from the metadata index, and no check of the files
+    /// against it.
+    #[arg(long)]
+    pub no_metadata: bool,
+
+    /// How owners are given back: `numeric` sets the recorded user and
+    /// group ids; `names` sets the ids the recorded names have on this
+    /// machine, where they exist (else the recorded ids).
+    #[arg(long, value_enum, default_value_t = OwnersArg::Numeric)]
+    pub owners: OwnersArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OwnersArg {
+    Numeric,
+    Names,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,12 @@
 //! local renames. So a cancelled or crashed import never leaves a
 //! half-written file under a final name in a branch, and a rerun resumes:
 //! complete files are not downloaded again.
+//!
+//! Before that move, the remote's metadata index (see [`crate::meta`]) is
+//! read and every downloaded file checked against the size it records: one
+//! that differs (torn, or an older version) stays out of the branch, under
+//! `state/import-mismatched/<branch>`, and is listed. After it, the index
+//! gives back owners, modes, times, empty directories, hard links and holes.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
@@ -16,12 +22,14 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::{load_rclone_for, require_remotes, require_root};
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, ImportArgs, OwnersArg};
 use crate::error::{ExitCode, coded};
 use crate::install::{Branch, InstallDir, private_dir};
+use crate::meta::restore::{self, Mismatch, Owners, Restored};
+use crate::meta::{self as metadata, Index};
 use crate::progress::{ProgressView, summary_of_finished};
 use crate::rclone::{Call, Job, Location, Progress, Rclone, signals};
-use crate::sync::local_fs;
+use crate::sync::{local_fs, walk_branch};
 
 const REFRESH: Duration = Duration::from_millis(200);
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
@@ -33,10 +41,23 @@ struct Task<'a> {
     branch: &'a Branch,
     staging: PathBuf,
     job: Job,
-    outcome: Option<Result<Progress, String>>,
+    outcome: Option<Result<Finished, String>>,
 }
 
-pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> {
+/// A branch's download, once in the branch.
+struct Finished {
+    progress: Progress,
+    /// What the index gave back; `None` with `--no-metadata`.
+    restored: Option<Restored>,
+    /// The remote has no index (written by an msync before it kept one).
+    no_index: bool,
+    /// Files kept out of the branch, and where they are.
+    mismatches: Vec<Mismatch>,
+    aside: PathBuf,
+}
+
+pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let install_dir = args.install_dir.as_path();
     require_root("import")?;
     let mut install = InstallDir::open(install_dir)?;
     if let Some(pid) = crate::service::running_pid(&install.pid_file()) {
@@ -102,7 +123,15 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
             }
             let _ = task.job.forget_stats();
             let outcome = if status.success {
-                move_into_branch(rclone, &task.staging, &task.branch.dir).map(|()| progress.clone())
+                finish(rclone, task, args, &install.state_dir()).map(
+                    |(restored, no_index, mismatches, aside)| Finished {
+                        progress: progress.clone(),
+                        restored,
+                        no_index,
+                        mismatches,
+                        aside,
+                    },
+                )
             } else {
                 Err(explain(&status.error, install.root()))
             };
@@ -120,14 +149,11 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
             _ => None,
         })
         .collect();
+    let mut kept_out = 0;
     for task in &tasks {
-        if let Some(Ok(progress)) = &task.outcome {
-            println!(
-                "{}: imported from {}: {}",
-                task.branch.name,
-                task.branch.remote,
-                summary_of_finished(progress)
-            );
+        if let Some(Ok(finished)) = &task.outcome {
+            report(task.branch, finished);
+            kept_out += finished.mismatches.len();
         }
     }
     if !failures.is_empty() {
@@ -143,11 +169,114 @@ pub fn run(global: &GlobalArgs, install_dir: &Path) -> anyhow::Result<ExitCode> 
         branch.imported = true;
     }
     install.save()?;
+    if kept_out > 0 {
+        return Err(coded(
+            ExitCode::Refused,
+            format!(
+                "{kept_out} file(s) were not restored: they are not what the metadata index records (see above); the rest of {} can be started",
+                install.root().display()
+            ),
+        ));
+    }
     println!(
         "import complete: {} can be started",
         install.root().display()
     );
     Ok(ExitCode::Ok)
+}
+
+type Outcome = (Option<Restored>, bool, Vec<Mismatch>, PathBuf);
+
+/// A branch's download is complete: checked against the index, moved into
+/// the branch, then given its metadata.
+fn finish(
+    rclone: Rclone,
+    task: &Task,
+    args: &ImportArgs,
+    state_dir: &Path,
+) -> Result<Outcome, String> {
+    let name = &task.branch.name;
+    let aside = state_dir.join("import-mismatched").join(name);
+    if args.no_metadata {
+        move_into_branch(rclone, &task.staging, &task.branch.dir)?;
+        return Ok((None, false, Vec::new(), aside));
+    }
+    let scratch = state_dir.join("import-meta").join(name);
+    private_dir(&scratch).map_err(|e| e.to_string())?;
+    let index = metadata::remote::fetch(rclone, &task.branch.remote, &scratch)
+        .map_err(|e| format!("reading the metadata index: {e}"))?;
+    for skipped in &index.skipped {
+        eprintln!("msync: {name}: metadata index file skipped: {skipped}");
+    }
+    let mismatches = set_aside_mismatches(&index, &task.staging, &aside)?;
+    move_into_branch(rclone, &task.staging, &task.branch.dir)?;
+    let owners = match args.owners {
+        OwnersArg::Numeric => Owners::Numeric,
+        OwnersArg::Names => Owners::Names,
+    };
+    let restored = restore::apply(&index, &task.branch.dir, owners);
+    Ok((Some(restored), index.entries.is_empty(), mismatches, aside))
+}
+
+/// Moves the downloaded files that are not what the index records out of
+/// the staging directory, into `aside`.
+fn set_aside_mismatches(
+    index: &Index,
+    staging: &Path,
+    aside: &Path,
+) -> Result<Vec<Mismatch>, String> {
+    let mut paths = Vec::new();
+    walk_branch(staging, |path, kind, _| {
+        if let (true, Some(path)) = (kind.is_file(), path.to_str()) {
+            paths.push(path.to_owned());
+        }
+    });
+    let mismatches = restore::mismatches(index, staging, &paths);
+    for mismatch in &mismatches {
+        let to = aside.join(&mismatch.path);
+        let moved = to
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(staging.join(&mismatch.path), &to));
+        moved.map_err(|e| format!("setting {} aside: {e}", mismatch.path))?;
+    }
+    Ok(mismatches)
+}
+
+/// What a branch's import did, for people.
+fn report(branch: &Branch, finished: &Finished) {
+    println!(
+        "{}: imported from {}: {}",
+        branch.name,
+        branch.remote,
+        summary_of_finished(&finished.progress)
+    );
+    if let Some(restored) = &finished.restored {
+        if finished.no_index {
+            println!(
+                "{}: the remote has no metadata index (written by an older msync): owners, modes and times are as downloaded",
+                branch.name
+            );
+        } else {
+            println!(
+                "{}: metadata restored on {} path(s): {} missing dir(s) made, {} hard link(s), {} sparse file(s)",
+                branch.name, restored.applied, restored.dirs_made, restored.linked, restored.sparse
+            );
+        }
+        for problem in &restored.problems {
+            eprintln!("msync: {}: {problem}", branch.name);
+        }
+    }
+    for mismatch in &finished.mismatches {
+        eprintln!(
+            "msync: {}: NOT restored: {} is {} bytes on the cloud but the metadata index records {} bytes (a torn or older upload); it is in {}",
+            branch.name,
+            mismatch.path,
+            mismatch.found,
+            mismatch.recorded,
+            finished.aside.join(&mismatch.path).display()
+        );
+    }
 }
 
 /// Whether the branch's remote directory exists (a new cloud has none).

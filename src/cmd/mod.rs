@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Balance(args) => balance::run(&cli.global, &args),
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Install(args) => install::run(&cli.global, &args),
-        Command::Import(args) => import::run(&cli.global, &args.install_dir),
+        Command::Import(args) => import::run(&cli.global, &args),
         Command::Rc(args) => rc::run(&cli.global, &args),
         Command::Start(args) => start::run(&cli.global, &args),
         Command::Stop(args) => stop::run(&args),

@@ -92,28 +92,51 @@ struct Trailer {
     end: usize,
 }
 
+/// Writes an index file record by record: the header when made, the
+/// trailer when finished.
+pub struct FileWriter<W: Write> {
+    out: W,
+    count: usize,
+}
+
+impl<W: Write> FileWriter<W> {
+    pub fn new(file: IndexFile, mut out: W) -> std::io::Result<FileWriter<W>> {
+        let header = Header {
+            msync_meta: FORMAT,
+            kind: file.kind().to_owned(),
+            seq: file.seq(),
+            written: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        serde_json::to_writer(&mut out, &header)?;
+        out.write_all(b"\n")?;
+        Ok(FileWriter { out, count: 0 })
+    }
+
+    pub fn record(&mut self, record: &Record) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.count += 1;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn finish(mut self) -> std::io::Result<W> {
+        serde_json::to_writer(&mut self.out, &Trailer { end: self.count })?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
 /// Writes a whole index file: header, records, trailer.
 pub fn write_file<'a>(
     file: IndexFile,
     records: impl IntoIterator<Item = &'a Record>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let header = Header {
-        msync_meta: FORMAT,
-        kind: file.kind().to_owned(),
-        seq: file.seq(),
-        written: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
-    serde_json::to_writer(&mut *out, &header)?;
-    out.write_all(b"\n")?;
-    let mut count = 0;
+    let mut writer = FileWriter::new(file, out)?;
     for record in records {
-        serde_json::to_writer(&mut *out, record)?;
-        out.write_all(b"\n")?;
-        count += 1;
+        writer.record(record)?;
     }
-    serde_json::to_writer(&mut *out, &Trailer { end: count })?;
-    out.write_all(b"\n")
+    writer.finish().map(drop)
 }
 
 /// Why a file of the index was not used.

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::log::{Index, IndexFile, MetaError, write_file};
+use std::io::BufWriter;
+
+use super::log::{FileWriter, Index, IndexFile, MetaError};
 use super::{META_DIR, Record};
 use crate::rclone::{Call, ListOptions, Location, Rclone};
 
@@ -76,6 +78,39 @@ pub fn fetch(rclone: Rclone, remote: &str, scratch: &Path) -> Result<Index, Meta
     Index::from_files(texts)
 }
 
+/// Starts writing an index file in `scratch`, to [`upload`] once
+/// finished.
+pub fn create_local(
+    scratch: &Path,
+    file: IndexFile,
+) -> Result<FileWriter<BufWriter<std::fs::File>>, MetaError> {
+    let local = scratch.join(file.name());
+    let what = || format!("writing {}", local.display());
+    let out = crate::install::open_private(
+        &local,
+        std::fs::OpenOptions::new().write(true).truncate(true),
+    )
+    .map_err(io_error(what()))?;
+    FileWriter::new(file, BufWriter::new(out)).map_err(io_error(what()))
+}
+
+/// Sends an index file written in `scratch` to `remote`, and removes it
+/// from `scratch` whatever the outcome.
+pub fn upload(
+    rclone: Rclone,
+    remote: &str,
+    scratch: &Path,
+    file: IndexFile,
+) -> Result<(), MetaError> {
+    let result = Call::copyfile(
+        &Location::new(scratch_fs(scratch), file.name()),
+        &Location::new(remote, format!("{META_DIR}/{}", file.name())),
+    )
+    .run(rclone);
+    let _ = std::fs::remove_file(scratch.join(file.name()));
+    result.map(|_| ()).map_err(MetaError::from)
+}
+
 /// Writes one index file to `remote`, through a file in `scratch`.
 pub fn put<'a>(
     rclone: Rclone,
@@ -84,23 +119,13 @@ pub fn put<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     scratch: &Path,
 ) -> Result<(), MetaError> {
-    let local = scratch.join(file.name());
-    let written = (|| {
-        let mut out = std::io::BufWriter::new(crate::install::open_private(
-            &local,
-            std::fs::OpenOptions::new().write(true).truncate(true),
-        )?);
-        write_file(file, records, &mut out)?;
-        std::io::Write::flush(&mut out)
-    })();
-    written.map_err(io_error(format!("writing {}", local.display())))?;
-    let result = Call::copyfile(
-        &Location::new(scratch_fs(scratch), file.name()),
-        &Location::new(remote, format!("{META_DIR}/{}", file.name())),
-    )
-    .run(rclone);
-    let _ = std::fs::remove_file(&local);
-    result.map(|_| ()).map_err(MetaError::from)
+    let mut writer = create_local(scratch, file)?;
+    let what = || format!("writing {}", scratch.join(file.name()).display());
+    for record in records {
+        writer.record(record).map_err(io_error(what()))?;
+    }
+    writer.finish().map_err(io_error(what()))?;
+    upload(rclone, remote, scratch, file)
 }
 
 /// Deletes index files a newer complete snapshot made obsolete; one that

@@ -36,6 +36,7 @@ use log::{error, info, warn};
 use serde_json::json;
 
 mod capacity;
+mod metadata;
 mod ops;
 mod outcome;
 
@@ -156,6 +157,9 @@ pub struct BranchWorker {
     rclone: Rclone,
     shared: Mutex<Shared>,
     wake: Condvar,
+    /// The branch's share of the metadata index; locked after `shared`
+    /// when both are.
+    meta: Mutex<metadata::MetaLog>,
 }
 
 /// A unit of work a thread took.
@@ -168,6 +172,8 @@ enum Work {
     GiveWay,
     /// Queueing what a reconcile left unsent on a full cloud.
     QueueUnsent,
+    /// Sending the metadata records waiting, as one journal.
+    WriteJournal,
     Ops {
         taken: Taken,
         probe: bool,
@@ -218,6 +224,7 @@ impl BranchWorker {
             config,
             rclone,
             wake: Condvar::new(),
+            meta: Mutex::default(),
         }
     }
 
@@ -399,9 +406,14 @@ impl BranchWorker {
                     self.queue_unsent();
                     false
                 }
+                Work::WriteJournal => {
+                    self.write_journal();
+                    false
+                }
                 Work::Ops { taken, probe } => {
                     let ops: Vec<Op> = taken.iter().map(|(_, op)| op.clone()).collect();
                     let results = self.execute(&ops);
+                    self.record_meta(&ops, &results);
                     self.executed(taken, results, probe)
                 }
             };
@@ -543,6 +555,14 @@ impl BranchWorker {
             None => (false, false),
         };
         let idle = shared.table.running() == 0 && !shared.reconciling;
+        // The reconcile's snapshot replaces the journals: none is written
+        // while it runs, and it waits for one being written.
+        let journal_due = if shared.reconciling || shared.pause.is_some() {
+            None
+        } else {
+            self.meta().journal_due()
+        };
+        let idle = idle && !self.meta().is_writing();
         let may_probe = probe && idle;
         if shared.reconcile_due && !shared.reconciling && (shared.pause.is_none() || may_probe) {
             if !idle {
@@ -557,6 +577,13 @@ impl BranchWorker {
             // The reconcile lists the branch after this moment, so it
             // covers every change in the table before it.
             return Ok(Work::Reconcile(shared.table.take_idle()));
+        }
+        if let Some(due) = journal_due {
+            if due <= now {
+                self.meta().start_writing();
+                return Ok(Work::WriteJournal);
+            }
+            wake_at = wake_at.min(due);
         }
         if shared.reconciling || shared.refused.is_some() {
             return Err(wake_at);

@@ -94,6 +94,18 @@ pub fn walk_branch(
     root: &Path,
     mut visit: impl FnMut(PathBuf, std::fs::FileType, &std::fs::DirEntry),
 ) {
+    walk_tree(root, |relative, kind, entry| {
+        if !kind.is_dir() {
+            visit(relative, kind, entry);
+        }
+    });
+}
+
+/// [`walk_branch`], directories included (each before what it holds).
+pub fn walk_tree(
+    root: &Path,
+    mut visit: impl FnMut(PathBuf, std::fs::FileType, &std::fs::DirEntry),
+) {
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
@@ -104,11 +116,13 @@ pub fn walk_branch(
             if is_local_only(&relative) {
                 continue;
             }
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => dirs.push(relative),
-                Ok(kind) => visit(relative, kind, &entry),
-                Err(_) => {}
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(relative.clone());
             }
+            visit(relative, kind, &entry);
         }
     }
 }
@@ -317,6 +331,7 @@ impl Engine {
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let give_up = deadline.max(Instant::now()) + STOP_GRACE;
+        let mut left_behind = false;
         for thread in threads {
             while !thread.is_finished() && Instant::now() < give_up {
                 std::thread::sleep(Duration::from_millis(20));
@@ -324,11 +339,19 @@ impl Engine {
             if thread.is_finished() {
                 let _ = thread.join();
             } else {
+                left_behind = true;
                 log::warn!(
                     "{} is still inside an rclone call {}s after the stop deadline; leaving it",
                     thread.thread().name().unwrap_or("a sync thread"),
                     STOP_GRACE.as_secs()
                 );
+            }
+        }
+        // The metadata of the last changes goes out, unless a remote
+        // stopped answering (the next start's reconcile sends it then).
+        if !left_behind {
+            for worker in &self.workers {
+                worker.write_journal_at_stop();
             }
         }
     }

@@ -36,6 +36,9 @@ pub enum Op {
     DeleteDir(PathBuf),
     /// Create a directory on the remote (so empty directories replicate).
     MakeDir(PathBuf),
+    /// Record the path's metadata (mode, owner, times) in the remote's
+    /// index; no byte of the file is sent again.
+    Describe(PathBuf),
     /// Move server-side; no bytes are transferred again.
     Move {
         from: PathBuf,
@@ -53,6 +56,7 @@ impl Op {
             ChangeKind::Delete => Op::Delete(path),
             ChangeKind::DirCreate => Op::MakeDir(path),
             ChangeKind::DirDelete => Op::DeleteDir(path),
+            ChangeKind::Attrib => Op::Describe(path),
             ChangeKind::Rename { from } => Op::Move {
                 from: from.clone(),
                 to: path,
@@ -64,7 +68,12 @@ impl Op {
     /// The paths the operation touches: one, or both sides of a move.
     pub fn paths(&self) -> Vec<&Path> {
         match self {
-            Op::Upload(p) | Op::Delete(p) | Op::Discard(p) | Op::DeleteDir(p) | Op::MakeDir(p) => {
+            Op::Upload(p)
+            | Op::Delete(p)
+            | Op::Discard(p)
+            | Op::DeleteDir(p)
+            | Op::MakeDir(p)
+            | Op::Describe(p) => {
                 vec![p]
             }
             Op::Move { from, to, .. } => vec![from, to],
@@ -74,8 +83,21 @@ impl Op {
     /// The path whose state this operation sets (a move's destination).
     pub fn path(&self) -> &Path {
         match self {
-            Op::Upload(p) | Op::Delete(p) | Op::Discard(p) | Op::DeleteDir(p) | Op::MakeDir(p) => p,
+            Op::Upload(p)
+            | Op::Delete(p)
+            | Op::Discard(p)
+            | Op::DeleteDir(p)
+            | Op::MakeDir(p)
+            | Op::Describe(p) => p,
             Op::Move { to, .. } => to,
+        }
+    }
+
+    /// Whether carrying it out records `path`'s metadata in the index.
+    fn records_metadata_of(&self, path: &Path) -> bool {
+        match self {
+            Op::Upload(p) | Op::MakeDir(p) | Op::Describe(p) => p == path,
+            _ => false,
         }
     }
 
@@ -291,7 +313,14 @@ impl PathTable {
             .latest_related(op.path())
             .filter(|seq| !self.entries[seq].running);
         match &op {
-            Op::Upload(_) | Op::MakeDir(_) => {
+            Op::Upload(_) | Op::MakeDir(_) | Op::Describe(_) => {
+                if let Some(last) = latest
+                    && matches!(op, Op::Describe(_))
+                    && self.entries[&last].op.records_metadata_of(op.path())
+                {
+                    // The work waiting there records the metadata anyway.
+                    return;
+                }
                 if let Some(last) = latest
                     && self.entries[&last].op == op
                 {
@@ -590,7 +619,8 @@ impl PathTable {
                 .flat_map(|(_, seqs)| seqs.iter().copied()),
         );
         let is_state = |e: &Entry| {
-            !e.running && matches!(&e.op, Op::Upload(p) | Op::MakeDir(p) if p.starts_with(dir))
+            !e.running
+                && matches!(&e.op, Op::Upload(p) | Op::MakeDir(p) | Op::Describe(p) if p.starts_with(dir))
         };
         let barrier = related
             .iter()

@@ -54,6 +54,10 @@ pub enum RawKind {
         is_dir: bool,
     },
     DirCreated,
+    /// Only metadata changed (`IN_ATTRIB`): mode, owner, times.
+    Attrib {
+        is_dir: bool,
+    },
     /// Renamed within the branch from `from` to the event's path.
     Renamed {
         from: PathBuf,
@@ -182,6 +186,7 @@ impl Debouncer {
             }
             RawKind::Deleted { is_dir } => self.delete(branch, path, is_dir, now),
             RawKind::DirCreated => self.dir_created(branch, path, now),
+            RawKind::Attrib { is_dir } => self.attrib(branch, path, is_dir, now),
             RawKind::Renamed { from, is_dir } => self.rename(branch, from, path, is_dir, now),
         }
     }
@@ -230,7 +235,8 @@ impl Debouncer {
                 // again while the file is being written).
                 ChangeKind::Write => return self.set_deadline(seq, deadline),
                 // Deleted and written again: the upload replaces the file.
-                ChangeKind::Delete => {
+                // An upload records the metadata too.
+                ChangeKind::Delete | ChangeKind::Attrib => {
                     self.remove(seq);
                 }
                 _ => {}
@@ -269,6 +275,19 @@ impl Debouncer {
             return self.set_deadline(seq, deadline);
         }
         self.insert(branch, path, ChangeKind::DirCreate, true, deadline);
+    }
+
+    /// A metadata change is moot while the path's upload, mkdir or other
+    /// metadata change is pending: that one records the metadata as it is
+    /// then.
+    fn attrib(&mut self, branch: usize, path: PathBuf, is_dir: bool, now: Instant) {
+        if let Some(seq) = self.last_at(branch, &path)
+            && self.entries[&seq].kind.is_state()
+        {
+            return;
+        }
+        let deadline = Some(now + self.debounce);
+        self.insert(branch, path, ChangeKind::Attrib, is_dir, deadline);
     }
 
     fn rename(&mut self, branch: usize, from: PathBuf, to: PathBuf, is_dir: bool, now: Instant) {
@@ -430,10 +449,14 @@ impl Debouncer {
 }
 
 impl ChangeKind {
-    /// A `Write` or `DirCreate`: it describes what is at its path now (to
-    /// upload or create), rather than an operation on the old layout.
+    /// A `Write`, `DirCreate` or `Attrib`: it describes what is at its path
+    /// now (to upload, create or describe), rather than an operation on the
+    /// old layout.
     fn is_state(&self) -> bool {
-        matches!(self, ChangeKind::Write | ChangeKind::DirCreate)
+        matches!(
+            self,
+            ChangeKind::Write | ChangeKind::DirCreate | ChangeKind::Attrib
+        )
     }
 }
 

@@ -221,6 +221,8 @@ impl Worker {
             self.raw(branch, path, RawKind::Modified, now);
         } else if mask.contains(EventMask::CLOSE_WRITE) {
             self.raw(branch, path, RawKind::Closed, now);
+        } else if mask.contains(EventMask::ATTRIB) {
+            self.raw(branch, path, RawKind::Attrib { is_dir }, now);
         } else if mask.contains(EventMask::DELETE) {
             if is_dir {
                 // The kernel already dropped those watches; IGNORED follows.

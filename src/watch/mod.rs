@@ -79,6 +79,8 @@ pub enum ChangeKind {
     Delete,
     DirCreate,
     DirDelete,
+    /// Only the path's metadata changed (mode, owner, times: `IN_ATTRIB`).
+    Attrib,
     /// `path` now holds what was at `from` (same branch).
     Rename {
         from: PathBuf,

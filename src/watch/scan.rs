@@ -24,6 +24,7 @@ fn watch_mask() -> WatchMask {
         | WatchMask::DELETE
         | WatchMask::MODIFY
         | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
         | WatchMask::MOVED_FROM
         | WatchMask::MOVED_TO
         | WatchMask::DELETE_SELF

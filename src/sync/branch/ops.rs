@@ -61,6 +61,13 @@ impl BranchWorker {
         if matches!(result, Ok(()) | Err(Failure::Path { .. })) {
             self.record_remote_files(&record, plan.local_files);
             self.expire_trash();
+            if let Err(err) = self.write_snapshot() {
+                warn!(
+                    "{}: cannot write the metadata snapshot; the next reconcile tries again: {err}",
+                    self.spec.name
+                );
+                self.meta().lost_track();
+            }
         }
         result
     }
@@ -157,6 +164,8 @@ impl BranchWorker {
                 }
             }
             Op::Move { from, to, is_dir } => self.move_remote(from, to, *is_dir),
+            // Only the index changes: recorded once the work is done.
+            Op::Describe(_) => Ok(()),
         }
     }
 
