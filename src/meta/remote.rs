@@ -19,6 +19,10 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> MetaError {
 /// The index files under `remote` (`<name>:<path>`); none when it has no
 /// index yet.
 pub fn list(rclone: Rclone, remote: &str) -> Result<Vec<IndexFile>, MetaError> {
+    // Looked at first, so a remote without an index logs no listing error.
+    if rclone.stat(&Location::new(remote, META_DIR))?.is_none() {
+        return Ok(Vec::new());
+    }
     let entries = match rclone.list(
         &Location::new(remote, META_DIR),
         &ListOptions {

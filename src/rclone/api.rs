@@ -274,6 +274,13 @@ impl Rclone {
         })
     }
 
+    /// The `remote` option of a configured wrapper remote (crypt, alias …):
+    /// where it stores its files. Only that option is returned.
+    pub fn wrapped_remote(&self, name: &str) -> Result<Option<String>, RcloneError> {
+        let answer = self.rpc("config/get", &json!({"name": name}))?;
+        Ok(answer["remote"].as_str().map(str::to_owned))
+    }
+
     /// `core/version`.
     pub fn version_info(&self) -> Result<Version, RcloneError> {
         let method = "core/version";

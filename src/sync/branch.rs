@@ -29,6 +29,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -160,6 +161,10 @@ pub struct BranchWorker {
     /// The branch's share of the metadata index; locked after `shared`
     /// when both are.
     meta: Mutex<metadata::MetaLog>,
+    /// The backend writes uploads in place: they go under a temporary
+    /// name first (see [`super::backend`]).
+    in_place: bool,
+    partials_cleaned: AtomicBool,
 }
 
 /// A unit of work a thread took.
@@ -182,6 +187,7 @@ enum Work {
 
 impl BranchWorker {
     pub fn new(spec: BranchSpec, config: EngineConfig, rclone: Rclone) -> BranchWorker {
+        let in_place = super::backend::writes_in_place(rclone, &spec.remote);
         BranchWorker {
             shared: Mutex::new(Shared {
                 table: PathTable::default(),
@@ -225,6 +231,8 @@ impl BranchWorker {
             rclone,
             wake: Condvar::new(),
             meta: Mutex::default(),
+            in_place,
+            partials_cleaned: AtomicBool::new(false),
         }
     }
 

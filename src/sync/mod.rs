@@ -12,6 +12,7 @@
 //! blocks the filesystem: the union mount and the watcher go on while the
 //! clouds are slow or away.
 
+mod backend;
 mod branch;
 mod failure;
 pub mod guard;

@@ -293,11 +293,7 @@ fn killed_mid_upload_the_next_start_adopts_the_live_union_and_converges() {
     );
     write_file(&pool.mount.join("written while down.txt"), 4321, 9);
     let holder = pool.holder("big.bin");
-    let partial = pool
-        .remote_files(&pool.remote_of(&holder))
-        .into_iter()
-        .find(|(p, _)| p == "big.bin");
-    eprintln!("big.bin on the remote right after the kill: {partial:?}");
+    assert_no_torn_file(&pool, &pool.remote_of(&holder), "big.bin", BIG);
 
     // A file kept open through the union left behind: the start adopts
     // the union as it is, and the application writes on undisturbed.
@@ -347,8 +343,102 @@ fn killed_mid_upload_the_next_start_adopts_the_live_union_and_converges() {
     ));
     expected.sort();
     assert_eq!(all_remote_files(&pool), expected);
+    for (_, remote) in &pool.branches {
+        assert_partials_cleaned(&pool, remote);
+    }
     service.stop();
     wait_no_daemon(&pool.mount);
+}
+
+/// Right after a kill mid-upload: nothing under the real name, or the
+/// whole file; the part sent waits under a temporary name in
+/// `.msync/partial/` (checked with the rclone CLI).
+fn assert_no_torn_file(pool: &Pool, remote: &str, name: &str, size: usize) {
+    let on_remote = pool.remote_files(remote);
+    let real = on_remote.iter().find(|(p, _)| p == name);
+    assert!(
+        real.is_none_or(|(_, s)| *s == size as u64),
+        "a torn {name} under its real name: {real:?}"
+    );
+    let partial = partial_files(pool, remote);
+    eprintln!("{name} right after the kill: {real:?}; in .msync/partial: {partial:?}");
+}
+
+/// The files under the remote's `.msync/partial/`, by the rclone CLI; none
+/// when the directory is not there.
+fn partial_files(pool: &Pool, remote: &str) -> Vec<(String, u64)> {
+    let partial = format!("{remote}/.msync/partial");
+    let mut command = pool
+        .sandbox
+        .rclone_cli(["lsf", "--max-depth", "1", &partial]);
+    let output = command.output().unwrap();
+    if !output.status.success() {
+        assert!(
+            stderr(&output).contains("directory not found"),
+            "{}",
+            describe(&command, &output)
+        );
+        return Vec::new();
+    }
+    pool.sandbox.remote_files(&partial)
+}
+
+/// After a start: no temporary names left behind.
+fn assert_partials_cleaned(pool: &Pool, remote: &str) {
+    let partial = partial_files(pool, remote);
+    assert!(partial.is_empty(), "left in .msync/partial: {partial:?}");
+}
+
+#[test]
+fn killed_mid_upload_to_sftp_leaves_no_torn_file() {
+    let _serial = serial();
+    let (server, pool) = sftp_pool();
+    let service = start(&pool, &["--bwlimit", "4M"]);
+    const BIG: usize = 40 << 20;
+    write_file(&pool.mount.join("big.bin"), BIG, 7);
+    wait_for(&pool, Duration::from_secs(60), "big.bin in flight", || {
+        pool.status().branches[0]
+            .in_flight
+            .iter()
+            .any(|f| f.name == "big.bin" && f.bytes > 0 && (f.bytes as usize) < BIG)
+    });
+    service.kill();
+    let remote = pool.branches[0].1.clone();
+    assert_no_torn_file(&pool, &remote, "big.bin", BIG);
+    let sent_part = std::fs::read_dir(server.root().join("msync/.msync/partial"))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert!(sent_part > 0, "the upload was not under a temporary name");
+
+    // Written while the service is down: the start's reconcile sends it,
+    // and a kill then leaves no torn file either.
+    write_file(&pool.mount.join("while down.bin"), BIG, 8);
+    let service = start(&pool, &["--bwlimit", "4M"]);
+    wait_for(
+        &pool,
+        Duration::from_secs(60),
+        "while down.bin in flight",
+        || {
+            pool.status().branches[0].in_flight.iter().any(|f| {
+                f.name.ends_with("while down.bin") && f.bytes > 0 && (f.bytes as usize) < BIG
+            })
+        },
+    );
+    service.kill();
+    assert_no_torn_file(&pool, &remote, "while down.bin", BIG);
+
+    let service = start(&pool, &[]);
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    assert_eq!(
+        pool.remote_files(&remote),
+        [
+            ("big.bin".to_owned(), BIG as u64),
+            ("while down.bin".to_owned(), BIG as u64)
+        ]
+    );
+    assert_partials_cleaned(&pool, &remote);
+    service.stop();
 }
 
 #[test]

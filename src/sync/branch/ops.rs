@@ -6,6 +6,7 @@
 use std::fs::Metadata;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
@@ -13,14 +14,24 @@ use serde_json::{Value, json};
 
 use super::{BranchWorker, POLL};
 use crate::install::write_private;
-use crate::rclone::{Call, Job, Location};
+use crate::rclone::{Call, Job, ListOptions, Location};
 use crate::space::size::Shown;
-use crate::sync::failure::Failure;
+use crate::sync::failure::{Failure, says_not_found};
 use crate::sync::table::Op;
 use crate::sync::{guard, link_name, local_fs, sync_filter, trash};
 
 /// Files smaller than this are sent with one plain call, not a watched job.
 const SMALL_FILE: u64 = 1 << 20;
+
+/// Where uploads to a backend that writes in place go until they are whole.
+const PARTIAL_DIR: &str = ".msync/partial";
+
+/// A temporary name in [`PARTIAL_DIR`], unique in the process (the
+/// directory is emptied at each start).
+fn partial_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{PARTIAL_DIR}/{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 impl BranchWorker {
     fn local_fs(&self) -> String {
@@ -44,6 +55,9 @@ impl BranchWorker {
             self.spec.remote
         );
         let plan = self.plan()?;
+        if !self.partials_cleaned.swap(true, Ordering::Relaxed) {
+            self.clean_partials();
+        }
         let record = self.record_path();
         let before = read_record(&record);
         if let Some(reason) = guard::refusal(&plan, self.config.mass_delete, before) {
@@ -54,10 +68,20 @@ impl BranchWorker {
         // unless told to go on.
         let mut config = self.trash_config();
         config["IgnoreErrors"] = json!(true);
+        let sent_whole = if self.in_place {
+            self.send_changed_whole()
+        } else {
+            Ok(())
+        };
+        if let Err(failure) = &sent_whole
+            && !matches!(failure, Failure::Path { .. })
+        {
+            return sent_whole;
+        }
         let call = Call::sync(&self.local_fs(), &self.spec.remote)
             .filter(sync_filter())
             .config(config);
-        let result = self.run_job(&call);
+        let result = self.run_job(&call).and(sent_whole);
         if matches!(result, Ok(()) | Err(Failure::Path { .. })) {
             self.record_remote_files(&record, plan.local_files);
             self.expire_trash();
@@ -267,26 +291,86 @@ impl BranchWorker {
         }
         let mut room = self.held_room();
         room.take(meta.len())?;
-        // The filter keeps the trash (inside the destination) out of the
-        // destination's listing, which rclone requires of a backup-dir.
-        let call = Call::copyfile(
-            &Location::new(self.local_fs(), name),
-            &Location::new(&self.spec.remote, name),
-        )
-        .filter(sync_filter())
-        .config(self.trash_config());
-        let result = if meta.len() >= SMALL_FILE {
-            self.run_job(&call)
+        match self.send_file(name, meta.len() >= SMALL_FILE) {
+            Err(failure @ Failure::Path { .. }) => self.after_kind_conflict(name, false, failure),
+            other => other,
+        }
+    }
+
+    /// Sends one regular file to `name`. Where the backend writes uploads
+    /// in place, it goes under a temporary name in `.msync/partial/` and is
+    /// renamed into place once whole, so a killed upload never leaves a
+    /// torn file under the real name (the next start empties that
+    /// directory); elsewhere it goes straight to its name.
+    fn send_file(&self, name: &str, big: bool) -> Result<(), Failure> {
+        let source = Location::new(self.local_fs(), name);
+        if !self.in_place {
+            // The filter keeps the trash (inside the destination) out of the
+            // destination's listing, which rclone requires of a backup-dir.
+            let call = Call::copyfile(&source, &self.at(name))
+                .filter(sync_filter())
+                .config(self.trash_config());
+            return self.transfer(&call, big);
+        }
+        let partial = partial_name();
+        let sent = self.transfer(&Call::copyfile(&source, &self.at(&partial)), big);
+        let result = sent.and_then(|()| self.rename_into_place(&partial, name));
+        if result.is_err() {
+            self.forget_partial(&partial);
+        }
+        result
+    }
+
+    /// A big file goes as a watched job, a small one as one plain call: it
+    /// is done before a job could be watched.
+    fn transfer(&self, call: &Call, big: bool) -> Result<(), Failure> {
+        if big {
+            self.run_job(call)
         } else {
-            // A small file is done before a job could be watched: one call
-            // instead of a job and its polls, for the cheapest common change.
             call.run_in(self.rclone, &self.group())
                 .map(|_| self.count_sent())
                 .map_err(Failure::from)
-        };
-        match result {
-            Err(failure @ Failure::Path { .. }) => self.after_kind_conflict(name, false, failure),
-            other => other,
+        }
+    }
+
+    /// The rename that completes an upload: server-side, and what it
+    /// replaces goes to the trash.
+    fn rename_into_place(&self, partial: &str, name: &str) -> Result<(), Failure> {
+        Call::movefile(&self.at(partial), &self.at(name))
+            .filter(sync_filter())
+            .config(self.trash_config())
+            .run(self.rclone)
+            .map(|_| ())
+            .map_err(Failure::from)
+    }
+
+    /// Deletes what a failed upload left under its temporary name; what
+    /// cannot be deleted now goes at the next start.
+    fn forget_partial(&self, partial: &str) {
+        let _ = Call::new(
+            "operations/deletefile",
+            json!({"fs": self.spec.remote, "remote": partial}),
+        )
+        .run(self.rclone);
+    }
+
+    /// At the first reconcile: what killed uploads left in `.msync/partial/`
+    /// goes.
+    pub(super) fn clean_partials(&self) {
+        if !self.in_place {
+            return;
+        }
+        let call = Call::new(
+            "operations/purge",
+            json!({"fs": self.spec.remote, "remote": PARTIAL_DIR}),
+        );
+        match call.run(self.rclone) {
+            Ok(_) => info!("{}: removed uploads a stop cut short", self.spec.name),
+            Err(err) if err.is_not_found() || says_not_found(&err.message) => {}
+            Err(err) => warn!(
+                "{}: cannot empty {PARTIAL_DIR}; the next start tries again: {err}",
+                self.spec.name
+            ),
         }
     }
 
@@ -382,9 +466,8 @@ impl BranchWorker {
             }
         }
         if !listed.is_empty() {
-            let outcome = self.upload_list(&list);
-            for index in listed {
-                results[index] = Some(outcome.clone());
+            for (index, outcome) in listed.into_iter().zip(self.upload_list(&list)) {
+                results[index] = Some(outcome);
             }
         }
         results
@@ -393,7 +476,87 @@ impl BranchWorker {
             .collect()
     }
 
-    fn upload_list(&self, list: &str) -> Result<(), Failure> {
+    /// Where the backend writes in place, a reconcile first sends what is
+    /// new or changed under temporary names (one copy job that skips what
+    /// the remote already holds, like the sync would), then renames each
+    /// into place, so a kill never leaves a torn file under a real name.
+    /// The sync that follows finds only deletes left to do.
+    fn send_changed_whole(&self) -> Result<(), Failure> {
+        let partial = partial_name();
+        let call = Call::new(
+            "sync/copy",
+            json!({"srcFs": self.local_fs(), "dstFs": self.remote_dir(&partial)}),
+        )
+        .filter(sync_filter())
+        .config(json!({"CompareDest": [self.spec.remote], "IgnoreErrors": true}));
+        let copied = self.run_job(&call);
+        if let Err(failure) = &copied
+            && !matches!(failure, Failure::Path { .. })
+        {
+            self.forget_partial_dir(&partial);
+            return copied;
+        }
+        let listed = self.rclone.list(
+            &self.at(&partial),
+            &ListOptions {
+                recurse: true,
+                files_only: true,
+                ..ListOptions::default()
+            },
+        );
+        let staged = match listed {
+            Ok(staged) => staged,
+            // Nothing was new: the copy made no directory.
+            Err(err) if err.is_not_found() || says_not_found(&err.message) => return copied,
+            Err(err) => {
+                self.forget_partial_dir(&partial);
+                return Err(err.into());
+            }
+        };
+        let prefix = format!("{partial}/");
+        let mut renamed = Ok(());
+        for entry in staged {
+            let name = entry.path.strip_prefix(&prefix).unwrap_or(&entry.path);
+            let result = self.rename_into_place(&format!("{prefix}{name}"), name);
+            if let (Ok(()), Err(failure)) = (&renamed, result) {
+                renamed = Err(failure);
+            }
+        }
+        self.forget_partial_dir(&partial);
+        copied.and(renamed)
+    }
+
+    /// Sends the files of `list` as one job; where the backend writes in
+    /// place, into a directory of `.msync/partial/` first, then each is
+    /// renamed into place.
+    fn upload_list(&self, list: &str) -> Vec<Result<(), Failure>> {
+        let names: Vec<&str> = list.lines().collect();
+        if !self.in_place {
+            let outcome = self.copy_list(list, &self.spec.remote);
+            return vec![outcome; names.len()];
+        }
+        let partial = partial_name();
+        if let Err(failure) = self.copy_list(list, &self.remote_dir(&partial)) {
+            self.forget_partial_dir(&partial);
+            return vec![Err(failure); names.len()];
+        }
+        let results: Vec<Result<(), Failure>> = names
+            .iter()
+            .map(|name| self.rename_into_place(&format!("{partial}/{name}"), name))
+            .collect();
+        self.forget_partial_dir(&partial);
+        results
+    }
+
+    fn forget_partial_dir(&self, partial: &str) {
+        let _ = Call::new(
+            "operations/purge",
+            json!({"fs": self.spec.remote, "remote": partial}),
+        )
+        .run(self.rclone);
+    }
+
+    fn copy_list(&self, list: &str, destination: &str) -> Result<(), Failure> {
         // Each thread of the branch has its own list file.
         let list_file = self.spec.work_dir.join(format!(
             "{}.{:?}.files",
@@ -405,7 +568,7 @@ impl BranchWorker {
         // rclone refuses --files-from-raw together with other filters; the
         // list holds no local-only names (the watcher never reports them).
         let filter = json!({ "FilesFromRaw": [list_file] });
-        let call = Call::copy(&self.local_fs(), &self.spec.remote)
+        let call = Call::copy(&self.local_fs(), destination)
             .filter(filter)
             .config(self.trash_config());
         let result = self.run_job(&call);

@@ -1,0 +1,44 @@
+//! What the engine must know of a remote's backend beyond the RC calls:
+//! whether it writes an upload in place, where a killed upload leaves a
+//! torn file under the real name.
+
+use crate::rclone::Rclone;
+
+/// Backends that write an upload into the destination file as the bytes
+/// arrive. Object stores (S3, B2, Drive, OneDrive, Dropbox …) make an
+/// object visible only once it is whole.
+const WRITES_IN_PLACE: &[&str] = &["local", "sftp", "ftp", "webdav", "smb", "hdfs"];
+
+/// Backends that store their files in another remote, named by their
+/// `remote` option.
+const WRAPPERS: &[&str] = &["alias", "crypt", "chunker", "compress", "hasher", "cache"];
+
+/// Whether an upload to `remote` (`<name>:<path>`, or a connection string
+/// `:<type>,…:<path>`) must go under a temporary name first. Unknown (the
+/// config cannot be read) counts as in place: the temporary name costs
+/// one rename, a torn file costs data.
+pub fn writes_in_place(rclone: Rclone, remote: &str) -> bool {
+    backend_type(rclone, remote).is_none_or(|kind| WRITES_IN_PLACE.contains(&kind.as_str()))
+}
+
+/// The type of the backend that finally stores `remote`'s files,
+/// following wrappers such as crypt and alias.
+pub fn backend_type(rclone: Rclone, remote: &str) -> Option<String> {
+    let mut remote = remote.to_owned();
+    // A wrapper of a wrapper of …: a config loop must not loop here.
+    for _ in 0..8 {
+        let Some((name, _)) = remote.split_once(':') else {
+            // A wrapper whose `remote` is a plain path: the local disk.
+            return Some("local".to_owned());
+        };
+        if let Some(inline) = name.strip_prefix(':') {
+            return Some(inline.split(',').next().unwrap_or_default().to_owned());
+        }
+        let kind = rclone.remote_type(name).ok()?;
+        if !WRAPPERS.contains(&kind.as_str()) {
+            return Some(kind);
+        }
+        remote = rclone.wrapped_remote(name).ok()??;
+    }
+    None
+}
