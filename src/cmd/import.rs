@@ -219,7 +219,9 @@ fn finish(
 }
 
 /// Moves the downloaded files that are not what the index records out of
-/// the staging directory, into `aside`.
+/// the staging directory, into `aside`. Even one newer than its record
+/// (whole, if the service was killed before it recorded the upload) is
+/// set aside: it may as well be torn, and only a person can tell.
 fn set_aside_mismatches(
     index: &Index,
     staging: &Path,
@@ -268,8 +270,13 @@ fn report(branch: &Branch, finished: &Finished) {
         }
     }
     for mismatch in &finished.mismatches {
+        let why = if mismatch.newer {
+            "it is newer than that record: whole if the service was killed before it recorded the upload, torn if a crash cut the upload; check it"
+        } else {
+            "a torn or older upload"
+        };
         eprintln!(
-            "msync: {}: NOT restored: {} is {} bytes on the cloud but the metadata index records {} bytes (a torn or older upload); it is in {}",
+            "msync: {}: NOT restored: {} is {} bytes on the cloud but the metadata index records {} bytes ({why}); it is in {}",
             branch.name,
             mismatch.path,
             mismatch.found,

@@ -123,7 +123,6 @@ impl Entry {
             return None;
         };
         let file = kind == Kind::File;
-        let allocated = meta.blocks().saturating_mul(512);
         Some(Entry {
             path: relative.to_owned(),
             kind,
@@ -135,7 +134,7 @@ impl Entry {
             mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
             size: file.then_some(meta.len()),
             hardlink: (file && meta.nlink() > 1).then(|| format!("{}:{}", meta.dev(), meta.ino())),
-            sparse: file && meta.len() >= allocated.saturating_add(HOLE_MIN),
+            sparse: file && is_sparse(meta),
         })
     }
 
@@ -146,6 +145,12 @@ impl Entry {
         self.hash(&mut hasher);
         hasher.finish()
     }
+}
+
+/// Whether a regular file has holes (at least [`HOLE_MIN`] without blocks).
+pub fn is_sparse(meta: &std::fs::Metadata) -> bool {
+    let allocated = meta.blocks().saturating_mul(512);
+    meta.len() >= allocated.saturating_add(HOLE_MIN)
 }
 
 /// A digest of a path, the key of what the index holds.

@@ -54,21 +54,28 @@ pub struct Mismatch {
     pub path: String,
     pub found: u64,
     pub recorded: u64,
+    /// The file's time is later than the record's: the record of its last
+    /// upload may not have been written (then it is whole), or a crash cut
+    /// an upload written in place (then it is torn).
+    pub newer: bool,
 }
 
 /// The regular files under `staged` (relative paths in `paths`) whose size
-/// is not the one the index records: torn or older uploads.
+/// is not the one the index records: torn or older, or newer than the
+/// index (see [`Mismatch::newer`]; times compare in whole seconds, the
+/// precision every backend keeps).
 pub fn mismatches(index: &Index, staged: &Path, paths: &[String]) -> Vec<Mismatch> {
     paths
         .iter()
         .filter_map(|path| {
-            let recorded = index.entries.get(path)?;
-            let recorded = recorded.size.filter(|_| recorded.kind == Kind::File)?;
+            let entry = index.entries.get(path)?;
+            let recorded = entry.size.filter(|_| entry.kind == Kind::File)?;
             let found = std::fs::symlink_metadata(staged.join(path)).ok()?;
             (found.is_file() && found.len() != recorded).then(|| Mismatch {
                 path: path.clone(),
                 found: found.len(),
                 recorded,
+                newer: found.mtime() > entry.mtime_ns.div_euclid(1_000_000_000),
             })
         })
         .collect()
@@ -516,8 +523,12 @@ mod tests {
             [Mismatch {
                 path: "torn".into(),
                 found: 2,
-                recorded: 4
+                recorded: 4,
+                newer: false,
             }]
         );
+        // Written after the record: newer, not torn.
+        index.entries.get_mut("torn").unwrap().mtime_ns -= 5_000_000_000;
+        assert!(mismatches(&index, dir.path(), &paths)[0].newer);
     }
 }

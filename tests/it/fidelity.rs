@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::pool::{Pool, write_file};
 use crate::sshd::SftpServer;
-use crate::util::{Sandbox, run, stdout};
+use crate::util::{Sandbox, run, run_expecting, stderr, stdout};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -214,7 +214,7 @@ fn make_shapes(pool: &Pool) {
 /// Everything made, through the mount, comes back equal from a fresh
 /// install's import: modes, owners, times, links, empty directories, hard
 /// links and holes. The index on the remote is plain JSON lines.
-fn metadata_survives_a_restore(mut pool: Pool) {
+fn metadata_survives_a_restore(mut pool: Pool) -> Pool {
     pool.import();
     pool.start();
     make_shapes(&pool);
@@ -277,11 +277,17 @@ fn metadata_survives_a_restore(mut pool: Pool) {
     let bare = third.join("branches").join(&pool.branches[0].0);
     assert_ne!(shape(&bare.join("old.txt")).mode, 0o640);
     assert_ne!(shape(&bare.join("nobody.txt")).uid, 65534);
+    pool
 }
 
 #[test]
 fn metadata_survives_a_restore_from_a_local_cloud() {
-    metadata_survives_a_restore(Pool::local_clouds(1));
+    let pool = metadata_survives_a_restore(Pool::local_clouds(1));
+    // A backend that keeps metadata gets rclone's own as well, so plain
+    // `rclone copy --metadata` gives modes and owners back too.
+    let cloud = pool.sandbox.path().join("clouds/cloud1/msync");
+    assert_eq!(shape(&cloud.join("keys/id")).mode, 0o600);
+    assert_eq!(shape(&cloud.join("nobody.txt")).uid, 65534);
 }
 
 #[test]
@@ -304,4 +310,84 @@ fn metadata_survives_a_restore_from_crypt() {
         obscured.trim()
     );
     metadata_survives_a_restore(Pool::install(sandbox, &config));
+}
+
+#[test]
+fn a_file_that_is_not_what_the_index_records_is_listed_not_restored() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    pool.start();
+    write_file(&pool.mount.join("good.txt"), 1000, 1);
+    write_file(&pool.mount.join("torn.bin"), 5000, 2);
+    pool.settle(SETTLE);
+    pool.stop();
+    // The cloud's copy cut short, as a machine dying mid-write leaves it.
+    let cloud_copy = pool.sandbox.path().join("clouds/cloud1/msync/torn.bin");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cloud_copy)
+        .unwrap();
+    file.set_len(2000).unwrap();
+    drop(file);
+
+    let second = pool.sandbox.path().join("install2");
+    run(pool.msync(["install", second.to_str().unwrap()]));
+    let output = run_expecting(pool.msync(["import", second.to_str().unwrap()]), 8);
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "NOT restored: torn.bin is 2000 bytes on the cloud but the metadata index records 5000"
+        ),
+        "{message}"
+    );
+    let branch = &pool.branches[0].0;
+    let restored = second.join("branches").join(branch);
+    assert_eq!(
+        std::fs::metadata(restored.join("good.txt")).unwrap().len(),
+        1000
+    );
+    assert!(std::fs::symlink_metadata(restored.join("torn.bin")).is_err());
+    let aside = second
+        .join("state/import-mismatched")
+        .join(branch)
+        .join("torn.bin");
+    assert_eq!(std::fs::metadata(aside).unwrap().len(), 2000);
+}
+
+#[test]
+fn a_remote_an_older_msync_wrote_imports_its_bytes_and_gets_an_index_at_start() {
+    // Files only, no `.msync/meta/`: what msync left before it kept one.
+    let mut pool = Pool::local_clouds(1);
+    let file = pool.sandbox.make_file("a.txt", 300);
+    let remote = pool.branches[0].1.clone();
+    run(pool.sandbox.rclone_cli([
+        "copyto",
+        file.to_str().unwrap(),
+        &format!("{remote}/docs/a.txt"),
+    ]));
+    let output = run(pool.msync(["import", pool.install.to_str().unwrap()]));
+    assert!(
+        stdout(&output).contains("has no metadata index (written by an older msync)"),
+        "{}",
+        stdout(&output)
+    );
+    let restored = pool.branch_dir(&pool.branches[0].0).join("docs/a.txt");
+    assert_eq!(std::fs::metadata(restored).unwrap().len(), 300);
+
+    // The first start writes the index, with what the remote already held.
+    pool.start();
+    pool.settle(SETTLE);
+    pool.stop();
+    let listed = stdout(&run(pool
+        .sandbox
+        .rclone_cli(["lsf", &format!("{remote}/.msync/meta")])));
+    let snapshot = listed
+        .lines()
+        .find(|name| name.starts_with("snapshot-"))
+        .unwrap_or_else(|| panic!("no snapshot: {listed}"));
+    let text = stdout(&run(pool
+        .sandbox
+        .rclone_cli(["cat", &format!("{remote}/.msync/meta/{snapshot}")])));
+    assert!(text.starts_with("{\"msync_meta\":1,"), "{text}");
+    assert!(text.contains("\"p\":\"docs/a.txt\""), "{text}");
 }

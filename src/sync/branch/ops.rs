@@ -4,7 +4,7 @@
 //! [`Failure`] class, decided here once.
 
 use std::fs::Metadata;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
@@ -66,7 +66,7 @@ impl BranchWorker {
         // A file that fails (being written, a name the remote refuses)
         // must not stop the deletes: rclone skips them after any error
         // unless told to go on.
-        let mut config = self.trash_config();
+        let mut config = self.transfer_config();
         config["IgnoreErrors"] = json!(true);
         let sent_whole = if self.in_place {
             self.send_changed_whole()
@@ -122,9 +122,10 @@ impl BranchWorker {
         }
     }
 
-    /// Overwritten and deleted remote files go to today's trash.
-    fn trash_config(&self) -> Value {
-        trash::backup_config(&self.spec.remote, SystemTime::now())
+    /// Overwritten and deleted remote files go to today's trash, and what
+    /// is sent carries rclone's own metadata where the backend keeps it.
+    fn transfer_config(&self) -> Value {
+        with_metadata(trash::backup_config(&self.spec.remote, SystemTime::now()))
     }
 
     /// Where the remote's file count at the last reconcile is kept: what
@@ -259,7 +260,7 @@ impl BranchWorker {
                 &Location::new(&self.spec.remote, &link),
             )
             .filter(sync_filter())
-            .config(self.trash_config());
+            .config(self.transfer_config());
             return call
                 .run_in(self.rclone, &self.group())
                 .map(|_| ())
@@ -277,11 +278,11 @@ impl BranchWorker {
             let local = self.spec.local.join(path);
             let call = Call::copy(&local_fs(&local), &self.remote_dir(name))
                 .filter(sync_filter())
-                .config(trash::backup_config_below(
+                .config(with_metadata(trash::backup_config_below(
                     &self.spec.remote,
                     name,
                     SystemTime::now(),
-                ));
+                )));
             return match self.run_job(&call) {
                 Err(failure @ Failure::Path { .. }) => {
                     self.after_kind_conflict(name, true, failure)
@@ -291,6 +292,14 @@ impl BranchWorker {
         }
         let mut room = self.held_room();
         room.take(meta.len())?;
+        if crate::meta::entry::is_sparse(&meta) {
+            info!(
+                "{}: {name} is sparse ({} of data): clouds keep no holes, so it is sent at its full {} (a restore makes the holes again)",
+                self.spec.name,
+                Shown(meta.blocks() * 512),
+                Shown(meta.len())
+            );
+        }
         match self.send_file(name, meta.len() >= SMALL_FILE) {
             Err(failure @ Failure::Path { .. }) => self.after_kind_conflict(name, false, failure),
             other => other,
@@ -309,11 +318,12 @@ impl BranchWorker {
             // destination's listing, which rclone requires of a backup-dir.
             let call = Call::copyfile(&source, &self.at(name))
                 .filter(sync_filter())
-                .config(self.trash_config());
+                .config(self.transfer_config());
             return self.transfer(&call, big);
         }
         let partial = partial_name();
-        let sent = self.transfer(&Call::copyfile(&source, &self.at(&partial)), big);
+        let call = Call::copyfile(&source, &self.at(&partial)).config(with_metadata(json!({})));
+        let sent = self.transfer(&call, big);
         let result = sent.and_then(|()| self.rename_into_place(&partial, name));
         if result.is_err() {
             self.forget_partial(&partial);
@@ -338,7 +348,7 @@ impl BranchWorker {
     fn rename_into_place(&self, partial: &str, name: &str) -> Result<(), Failure> {
         Call::movefile(&self.at(partial), &self.at(name))
             .filter(sync_filter())
-            .config(self.trash_config())
+            .config(self.transfer_config())
             .run(self.rclone)
             .map(|_| ())
             .map_err(Failure::from)
@@ -488,7 +498,9 @@ impl BranchWorker {
             json!({"srcFs": self.local_fs(), "dstFs": self.remote_dir(&partial)}),
         )
         .filter(sync_filter())
-        .config(json!({"CompareDest": [self.spec.remote], "IgnoreErrors": true}));
+        .config(with_metadata(
+            json!({"CompareDest": [self.spec.remote], "IgnoreErrors": true}),
+        ));
         let copied = self.run_job(&call);
         if let Err(failure) = &copied
             && !matches!(failure, Failure::Path { .. })
@@ -570,7 +582,7 @@ impl BranchWorker {
         let filter = json!({ "FilesFromRaw": [list_file] });
         let call = Call::copy(&self.local_fs(), destination)
             .filter(filter)
-            .config(self.trash_config());
+            .config(self.transfer_config());
         let result = self.run_job(&call);
         let _ = std::fs::remove_file(&list_file);
         result
@@ -594,12 +606,12 @@ impl BranchWorker {
                 &self.at(&link_name(to_name)),
             )
             .filter(sync_filter())
-            .config(self.trash_config());
+            .config(self.transfer_config());
             call.run(self.rclone).map(|_| ()).map_err(Failure::from)
         } else {
             let call = Call::movefile(&self.at(from_name), &self.at(to_name))
                 .filter(sync_filter())
-                .config(self.trash_config());
+                .config(self.transfer_config());
             call.run(self.rclone).map(|_| ()).map_err(Failure::from)
         };
         match result {
@@ -727,6 +739,14 @@ impl Drop for HeldRoom<'_> {
     fn drop(&mut self) {
         self.worker.lock().sending -= self.bytes;
     }
+}
+
+/// rclone's own metadata (mode, owner, times) goes along with a transfer
+/// where both backends keep it (local, S3 …); elsewhere the flag changes
+/// nothing. msync's index keeps it everywhere.
+pub(crate) fn with_metadata(mut config: Value) -> Value {
+    config["Metadata"] = json!(true);
+    config
 }
 
 fn special_kind(meta: &Metadata) -> &'static str {
