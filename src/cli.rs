@@ -66,8 +66,8 @@ pub enum Command {
     /// directories, hard links and the holes of sparse files (symlinks come
     /// back from the clouds themselves). A downloaded file whose size is not
     /// the one the index records (a torn or older upload) is not put in
-    /// the branch: it is listed, left in state/import, and the exit code is
-    /// 8. Extended attributes and ACLs are not kept.
+    /// the branch: it is listed, left in state/import-mismatched, and the
+    /// exit code is 8. Extended attributes and ACLs are not kept.
     Import(ImportArgs),
 
     /// Mount the union of the branches and keep every branch in sync.

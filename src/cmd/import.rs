@@ -215,7 +215,7 @@ fn finish(
         OwnersArg::Names => Owners::Names,
     };
     let restored = restore::apply(&index, &task.branch.dir, owners);
-    Ok((Some(restored), index.entries.is_empty(), mismatches, aside))
+    Ok((Some(restored), index.files == 0, mismatches, aside))
 }
 
 /// Moves the downloaded files that are not what the index records out of

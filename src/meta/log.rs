@@ -30,6 +30,8 @@ pub enum MetaError {
     Newer { file: String, format: u32 },
     #[error("{0}")]
     Rclone(#[from] RcloneError),
+    #[error("sending it: {0}")]
+    Sending(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -149,6 +151,12 @@ enum Unusable {
     Newer(u32),
 }
 
+/// Whether an index file's text is whole (header, records, trailer) and
+/// in a format this msync reads.
+pub fn is_complete(text: &str) -> bool {
+    read_file(text).is_ok()
+}
+
 fn read_file(text: &str) -> Result<Vec<Record>, Unusable> {
     let mut lines = text.lines();
     let header: Header = lines
@@ -183,6 +191,8 @@ pub struct Index {
     pub entries: BTreeMap<String, Entry>,
     /// The files that were not used, with why (a torn journal).
     pub skipped: Vec<String>,
+    /// The index files read (none: the remote has no index).
+    pub files: usize,
 }
 
 impl Index {
@@ -191,7 +201,10 @@ impl Index {
     pub fn from_files(mut files: Vec<(IndexFile, String)>) -> Result<Index, MetaError> {
         files.sort_by_key(|(file, _)| (file.seq(), *file));
         let mut read = Vec::new();
-        let mut index = Index::default();
+        let mut index = Index {
+            files: files.len(),
+            ..Index::default()
+        };
         for (file, text) in files {
             match read_file(&text) {
                 Ok(records) => read.push((file, records)),

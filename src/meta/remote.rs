@@ -8,7 +8,7 @@ use serde_json::json;
 
 use std::io::BufWriter;
 
-use super::log::{FileWriter, Index, IndexFile, MetaError};
+use super::log::{FileWriter, Index, IndexFile, MetaError, is_complete};
 use super::{META_DIR, Record};
 use crate::rclone::{Call, ListOptions, Location, Rclone};
 
@@ -42,44 +42,52 @@ pub fn list(rclone: Rclone, remote: &str) -> Result<Vec<IndexFile>, MetaError> {
     Ok(files)
 }
 
-/// The files a reader needs: the newest snapshot and every journal after
-/// it, plus older snapshots in case the newest is torn.
-fn needed(files: &[IndexFile]) -> Vec<IndexFile> {
-    let snapshots: Vec<u64> = files
-        .iter()
-        .filter(|f| matches!(f, IndexFile::Snapshot(_)))
-        .map(IndexFile::seq)
-        .collect();
-    // A snapshot is only ever deleted once a newer one is complete, so two
-    // are enough: the newest may be torn, the one before is whole.
-    let oldest_needed = snapshots.iter().rev().nth(1).copied().unwrap_or(0);
-    files
-        .iter()
-        .copied()
-        .filter(|f| f.seq() >= oldest_needed)
-        .collect()
-}
-
-/// Reads the index of `remote`, fetching its files into `scratch` (which
-/// is emptied after).
+/// Reads the index of `remote`: the newest complete snapshot (older
+/// ones are fetched only while the newer are torn) and every journal after
+/// it, through `scratch`.
 pub fn fetch(rclone: Rclone, remote: &str, scratch: &Path) -> Result<Index, MetaError> {
-    let files = needed(&list(rclone, remote)?);
+    let files = list(rclone, remote)?;
     std::fs::create_dir_all(scratch)
         .map_err(io_error(format!("creating {}", scratch.display())))?;
     let mut texts = Vec::new();
-    for file in files {
-        let local = scratch.join(file.name());
-        Call::copyfile(
-            &Location::new(remote, format!("{META_DIR}/{}", file.name())),
-            &Location::new(scratch_fs(scratch), file.name()),
-        )
-        .run(rclone)?;
-        let bytes =
-            std::fs::read(&local).map_err(io_error(format!("reading {}", local.display())))?;
-        let _ = std::fs::remove_file(&local);
-        texts.push((file, String::from_utf8_lossy(&bytes).into_owned()));
+    let mut base = 0;
+    for snapshot in files
+        .iter()
+        .rev()
+        .filter(|f| matches!(f, IndexFile::Snapshot(_)))
+    {
+        let text = download(rclone, remote, scratch, *snapshot)?;
+        let complete = is_complete(&text);
+        texts.push((*snapshot, text));
+        if complete {
+            base = snapshot.seq();
+            break;
+        }
+    }
+    for journal in files
+        .iter()
+        .filter(|f| matches!(f, IndexFile::Journal(seq) if *seq > base))
+    {
+        texts.push((*journal, download(rclone, remote, scratch, *journal)?));
     }
     Index::from_files(texts)
+}
+
+fn download(
+    rclone: Rclone,
+    remote: &str,
+    scratch: &Path,
+    file: IndexFile,
+) -> Result<String, MetaError> {
+    let local = scratch.join(file.name());
+    Call::copyfile(
+        &Location::new(remote, format!("{META_DIR}/{}", file.name())),
+        &Location::new(scratch_fs(scratch), file.name()),
+    )
+    .run(rclone)?;
+    let bytes = std::fs::read(&local).map_err(io_error(format!("reading {}", local.display())))?;
+    let _ = std::fs::remove_file(&local);
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Starts writing an index file in `scratch`, to [`upload`] once
@@ -106,13 +114,18 @@ pub fn upload(
     scratch: &Path,
     file: IndexFile,
 ) -> Result<(), MetaError> {
-    let result = Call::copyfile(
+    let result = upload_call(remote, scratch, file).run(rclone);
+    let _ = std::fs::remove_file(scratch.join(file.name()));
+    result.map(|_| ()).map_err(MetaError::from)
+}
+
+/// The call that sends an index file written in `scratch` (to run as a
+/// job when it may be big).
+pub fn upload_call(remote: &str, scratch: &Path, file: IndexFile) -> Call {
+    Call::copyfile(
         &Location::new(scratch_fs(scratch), file.name()),
         &Location::new(remote, format!("{META_DIR}/{}", file.name())),
     )
-    .run(rclone);
-    let _ = std::fs::remove_file(scratch.join(file.name()));
-    result.map(|_| ()).map_err(MetaError::from)
 }
 
 /// Writes one index file to `remote`, through a file in `scratch`.
@@ -151,23 +164,4 @@ pub fn delete(rclone: Rclone, remote: &str, files: &[IndexFile]) -> Result<(), M
 
 fn scratch_fs(scratch: &Path) -> String {
     format!(":local:{}", PathBuf::from(scratch).display())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reader_needs_the_last_two_snapshots_and_what_follows() {
-        let files = [
-            IndexFile::Snapshot(1),
-            IndexFile::Journal(2),
-            IndexFile::Snapshot(3),
-            IndexFile::Journal(4),
-            IndexFile::Snapshot(5),
-            IndexFile::Journal(6),
-        ];
-        assert_eq!(needed(&files), files[2..]);
-        assert_eq!(needed(&files[..2]), files[..2]);
-    }
 }

@@ -5,20 +5,26 @@
 //! groups are linked again, holes are punched back into sparse files, then
 //! every file and link gets its owner, mode and modification time, and
 //! last the directories, deepest first (making what is inside a directory
-//! changes its time). Nothing is done through a symlink: a path whose
-//! parent is not a real directory inside the tree is left alone, so an
-//! index can never reach outside the tree it restores.
+//! changes its time). Nothing is done through a symlink: every change is
+//! made relative to the path's parent directory, opened from the root one
+//! component at a time with `O_NOFOLLOW`, so an index (or a link swapped in
+//! meanwhile) can never reach outside the tree it restores.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
-use nix::fcntl::{AT_FDCWD, FallocateFlags, fallocate};
-use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::fcntl::{AT_FDCWD, AtFlags, FallocateFlags, OFlag, fallocate, openat, renameat};
+use nix::sys::stat::{
+    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, utimensat,
+};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Group, User};
+use nix::unistd::{Gid, Group, Uid, UnlinkatFlags, User, fchown, fchownat, linkat, unlinkat};
 
 use super::{Entry, Index, Kind};
 
@@ -86,7 +92,7 @@ pub fn apply(index: &Index, root: &Path, owners: Owners) -> Restored {
     let mut restore = Restore {
         root,
         owners,
-        safe_dirs: HashSet::new(),
+        open_dir: None,
         done: Restored::default(),
     };
     let entries: Vec<&Entry> = index
@@ -114,10 +120,16 @@ pub fn apply(index: &Index, root: &Path, owners: Owners) -> Restored {
 struct Restore<'a> {
     root: &'a Path,
     owners: Owners,
-    /// Directories inside the tree checked to be real directories.
-    safe_dirs: HashSet<PathBuf>,
+    /// The directory last opened, by its path in the tree: entries come
+    /// sorted, so siblings share it.
+    open_dir: Option<(PathBuf, Rc<OwnedFd>)>,
     done: Restored,
 }
+
+const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_RDONLY);
 
 impl Restore<'_> {
     fn problem(&mut self, path: &str, what: impl std::fmt::Display) {
@@ -138,49 +150,62 @@ impl Restore<'_> {
         true
     }
 
-    /// Every parent of the path inside the tree is a real directory, not
-    /// a link.
-    fn parent_is_safe(&mut self, path: &str) -> bool {
-        let mut dir = self.root.to_path_buf();
-        for part in Path::new(path)
-            .parent()
-            .into_iter()
-            .flat_map(Path::components)
+    /// The directory holding `path`, opened one component at a time from
+    /// the root and never through a symlink, and the path's last name:
+    /// every change is then made relative to it, so nothing swapped in
+    /// meanwhile leads outside the tree. `None` when a parent is missing
+    /// or is not a real directory.
+    fn parent(&mut self, path: &str) -> Option<(Rc<OwnedFd>, OsString)> {
+        let relative = Path::new(path);
+        let name = relative.file_name()?.to_owned();
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        if let Some((open, fd)) = &self.open_dir
+            && open == parent
         {
-            dir.push(part);
-            if self.safe_dirs.contains(&dir) {
-                continue;
-            }
-            match std::fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {
-                    self.safe_dirs.insert(dir.clone());
-                }
-                _ => return false,
-            }
+            return Some((Rc::clone(fd), name));
         }
-        true
+        let mut dir = openat(AT_FDCWD, self.root, DIR_FLAGS, Mode::empty()).ok()?;
+        for part in parent.components() {
+            dir = openat(&dir, part.as_os_str(), DIR_FLAGS, Mode::empty()).ok()?;
+        }
+        let dir = Rc::new(dir);
+        self.open_dir = Some((parent.to_path_buf(), Rc::clone(&dir)));
+        Some((dir, name))
+    }
+
+    /// What is at `path`, not following a link.
+    fn stat(&mut self, path: &str) -> Option<FileStat> {
+        let (dir, name) = self.parent(path)?;
+        fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()
     }
 
     fn make_dir(&mut self, entry: &Entry) {
-        let path = self.root.join(&entry.path);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {}
+        let Some((dir, name)) = self.parent(&entry.path) else {
+            return self.problem(&entry.path, "a parent is not a directory; not made");
+        };
+        match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) if kind_of(&stat) == Some(Kind::Dir) => {}
             Ok(_) => self.problem(
                 &entry.path,
                 "recorded as a directory, restored as something else",
             ),
-            Err(_) if !self.parent_is_safe(&entry.path) => {
-                self.problem(&entry.path, "a parent is not a directory; not made")
-            }
-            Err(_) => match std::fs::create_dir(&path) {
+            // Private until its recorded mode is set, last.
+            Err(_) => match mkdirat(
+                dir.as_fd(),
+                name.as_os_str(),
+                Mode::from_bits_truncate(0o700),
+            ) {
                 Ok(()) => self.done.dirs_made += 1,
                 Err(err) => self.problem(&entry.path, format_args!("cannot make it: {err}")),
             },
         }
     }
 
-    /// Every name of a hard-link group becomes a link to the group's first
-    /// restored name (each name was uploaded as a whole copy).
+    /// The names of a hard-link group become links of one file again
+    /// (each was uploaded as a whole copy). Only names restored whole, and
+    /// only when their records agree: a name edited last gets no event for
+    /// its other names, so records that differ mean the names no longer
+    /// describe one file, and each stays as it came.
     fn link_groups(&mut self, entries: &[&Entry]) {
         let mut groups: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
         for entry in entries.iter().filter(|e| e.kind == Kind::File) {
@@ -189,26 +214,27 @@ impl Restore<'_> {
             }
         }
         for names in groups.values().filter(|names| names.len() > 1) {
-            let first = names.iter().find_map(|entry| {
-                let meta = self.regular(entry)?;
-                (Some(meta.len()) == entry.size).then_some((entry, meta.ino()))
-            });
-            let Some((first, inode)) = first else {
+            let present: Vec<(&Entry, u64)> = names
+                .iter()
+                .filter_map(|entry| {
+                    let stat = self.stat(&entry.path)?;
+                    let whole = kind_of(&stat) == Some(Kind::File)
+                        && Some(stat.st_size as u64) == entry.size;
+                    whole.then_some((*entry, stat.st_ino))
+                })
+                .collect();
+            let Some(&(first, inode)) = present.first() else {
                 continue;
             };
-            for other in names.iter().filter(|e| e.path != first.path) {
-                match std::fs::symlink_metadata(self.root.join(&other.path)) {
-                    Ok(meta) if meta.ino() == inode => continue,
-                    Ok(meta) if !meta.is_file() => {
-                        self.problem(
-                            &other.path,
-                            "recorded as a hard link, restored as something else",
-                        );
-                        continue;
-                    }
-                    _ => {}
-                }
-                if !self.parent_is_safe(&other.path) {
+            if present.iter().any(|(other, _)| !same_file(first, other)) {
+                self.problem(
+                    &first.path,
+                    "its hard links were recorded differently (one was changed alone); restored as separate files",
+                );
+                continue;
+            }
+            for &(other, other_inode) in &present[1..] {
+                if other_inode == inode {
                     continue;
                 }
                 match self.link(&first.path, &other.path) {
@@ -224,45 +250,74 @@ impl Restore<'_> {
 
     /// Makes `name` a hard link of `source`: linked beside it under a
     /// temporary name, then renamed over it, so `name` is never missing.
-    fn link(&self, source: &str, name: &str) -> std::io::Result<()> {
-        let target = self.root.join(name);
-        let temporary = target.with_file_name(format!(
-            ".msync-link.{}.{}",
-            std::process::id(),
-            target
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        ));
-        std::fs::hard_link(self.root.join(source), &temporary)?;
-        std::fs::rename(&temporary, &target).inspect_err(|_| {
-            let _ = std::fs::remove_file(&temporary);
-        })
+    fn link(&mut self, source: &str, name: &str) -> std::io::Result<()> {
+        let gone = || std::io::Error::other("a parent is not a directory");
+        let (from_dir, from_name) = self.parent(source).ok_or_else(gone)?;
+        let (to_dir, to_name) = self.parent(name).ok_or_else(gone)?;
+        let mut temporary = OsString::from(format!(".msync-link.{}.", std::process::id()));
+        temporary.push(&to_name);
+        linkat(
+            from_dir.as_fd(),
+            from_name.as_os_str(),
+            to_dir.as_fd(),
+            temporary.as_os_str(),
+            AtFlags::empty(),
+        )?;
+        renameat(
+            to_dir.as_fd(),
+            temporary.as_os_str(),
+            to_dir.as_fd(),
+            to_name.as_os_str(),
+        )
+        .inspect_err(|_| {
+            let _ = unlinkat(
+                to_dir.as_fd(),
+                temporary.as_os_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        })?;
+        Ok(())
     }
 
-    /// The entry's path as a regular file of the tree, if it is one.
-    fn regular(&mut self, entry: &Entry) -> Option<std::fs::Metadata> {
-        if !self.parent_is_safe(&entry.path) {
-            return None;
+    /// Opens the entry's path (a file or directory, never through a link)
+    /// as it is recorded: `None` when it is not there, or is another kind.
+    fn open(&mut self, entry: &Entry, flags: OFlag) -> Option<File> {
+        let (dir, name) = self.parent(&entry.path)?;
+        let fd = openat(
+            dir.as_fd(),
+            name.as_os_str(),
+            flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let file = File::from(fd);
+        let kind = file.metadata().ok().map(|m| {
+            if m.is_dir() {
+                Kind::Dir
+            } else if m.is_file() {
+                Kind::File
+            } else {
+                Kind::Link
+            }
+        });
+        if kind == Some(entry.kind) {
+            Some(file)
+        } else {
+            self.problem(
+                &entry.path,
+                "restored as another kind of file than recorded",
+            );
+            None
         }
-        std::fs::symlink_metadata(self.root.join(&entry.path))
-            .ok()
-            .filter(std::fs::Metadata::is_file)
     }
 
     /// Turns the runs of zeros of a file recorded as sparse back into
     /// holes, a 4 KiB block at a time.
     fn punch_holes(&mut self, entry: &Entry) {
-        if self.regular(entry).is_none() {
+        let Some(file) = self.open(entry, OFlag::O_RDWR) else {
             return;
-        }
-        let path = self.root.join(&entry.path);
-        let punched = File::options()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|file| punch_zero_blocks(&file));
-        match punched {
+        };
+        match punch_zero_blocks(&file) {
             Ok(()) => self.done.sparse += 1,
             Err(err) => self.problem(
                 &entry.path,
@@ -272,50 +327,52 @@ impl Restore<'_> {
     }
 
     fn set_attributes(&mut self, entry: &Entry) {
-        if !self.parent_is_safe(&entry.path) {
-            return;
-        }
-        let path = self.root.join(&entry.path);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            // Not restored (the remote did not hold it): nothing to set.
-            return;
-        };
-        let kind = meta.file_type();
-        let matches = match entry.kind {
-            Kind::File => kind.is_file(),
-            Kind::Dir => kind.is_dir(),
-            Kind::Link => kind.is_symlink(),
-        };
-        if !matches {
-            return self.problem(
-                &entry.path,
-                "restored as another kind of file than recorded",
-            );
-        }
         let (uid, gid) = self.owner(entry);
-        let result = std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-            .and_then(|()| {
-                // After the owner: chown clears setuid and setgid.
-                if entry.kind == Kind::Link {
-                    Ok(())
-                } else {
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
+        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        let mtime = TimeSpec::new(
+            entry.mtime_ns.div_euclid(1_000_000_000),
+            entry.mtime_ns.rem_euclid(1_000_000_000),
+        );
+        let result = if entry.kind == Kind::Link {
+            let Some((dir, name)) = self.parent(&entry.path) else {
+                return;
+            };
+            match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(stat) if kind_of(&stat) == Some(Kind::Link) => {}
+                // Not restored (the remote did not hold it): nothing to set.
+                Err(_) => return,
+                Ok(_) => {
+                    return self.problem(
+                        &entry.path,
+                        "restored as another kind of file than recorded",
+                    );
                 }
-            })
+            }
+            fchownat(
+                dir.as_fd(),
+                name.as_os_str(),
+                uid,
+                gid,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
             .and_then(|()| {
-                let mtime = TimeSpec::new(
-                    entry.mtime_ns.div_euclid(1_000_000_000),
-                    entry.mtime_ns.rem_euclid(1_000_000_000),
-                );
                 utimensat(
-                    AT_FDCWD,
-                    &path,
+                    dir.as_fd(),
+                    name.as_os_str(),
                     &TimeSpec::UTIME_OMIT,
                     &mtime,
                     UtimensatFlags::NoFollowSymlink,
                 )
-                .map_err(std::io::Error::from)
-            });
+            })
+        } else {
+            let Some(file) = self.open(entry, OFlag::O_RDONLY) else {
+                return;
+            };
+            // The mode after the owner: chown clears setuid and setgid.
+            fchown(&file, uid, gid)
+                .and_then(|()| fchmod(&file, Mode::from_bits_truncate(entry.mode)))
+                .and_then(|()| futimens(&file, &TimeSpec::UTIME_OMIT, &mtime))
+        };
         match result {
             Ok(()) => self.done.applied += 1,
             Err(err) => self.problem(
@@ -341,6 +398,21 @@ impl Restore<'_> {
             .map_or(entry.gid, |group| group.gid.as_raw());
         (uid, gid)
     }
+}
+
+/// What a stat says the path is, among the kinds the index records.
+fn kind_of(stat: &FileStat) -> Option<Kind> {
+    match SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => Some(Kind::File),
+        SFlag::S_IFDIR => Some(Kind::Dir),
+        SFlag::S_IFLNK => Some(Kind::Link),
+        _ => None,
+    }
+}
+
+/// Whether two records of a hard-link group describe one file.
+fn same_file(a: &Entry, b: &Entry) -> bool {
+    (a.size, a.mtime_ns, a.mode, a.uid, a.gid) == (b.size, b.mtime_ns, b.mode, b.uid, b.gid)
 }
 
 const BLOCK: usize = 4096;
@@ -397,9 +469,10 @@ fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
     use super::*;
     use crate::meta::{Names, Record};
-    use std::os::unix::fs::symlink;
 
     fn captured(root: &Path, paths: &[&str]) -> Index {
         let mut names = Names::default();

@@ -24,21 +24,71 @@ pub fn writes_in_place(rclone: Rclone, remote: &str) -> bool {
 /// The type of the backend that finally stores `remote`'s files,
 /// following wrappers such as crypt and alias.
 pub fn backend_type(rclone: Rclone, remote: &str) -> Option<String> {
+    resolve(remote, |name| {
+        let kind = rclone.remote_type(name).ok()?;
+        let wrapped = if WRAPPERS.contains(&kind.as_str()) {
+            rclone.wrapped_remote(name).ok()?
+        } else {
+            None
+        };
+        Some((kind, wrapped))
+    })
+}
+
+/// [`backend_type`] with `lookup` giving a configured remote's type and,
+/// for a wrapper, the remote it wraps.
+fn resolve(
+    remote: &str,
+    lookup: impl Fn(&str) -> Option<(String, Option<String>)>,
+) -> Option<String> {
     let mut remote = remote.to_owned();
     // A wrapper of a wrapper of …: a config loop must not loop here.
     for _ in 0..8 {
+        if let Some(inline) = remote.strip_prefix(':') {
+            // `:sftp,host=…:path`: the type is named inline.
+            return inline.split([',', ':']).next().map(str::to_owned);
+        }
         let Some((name, _)) = remote.split_once(':') else {
             // A wrapper whose `remote` is a plain path: the local disk.
             return Some("local".to_owned());
         };
-        if let Some(inline) = name.strip_prefix(':') {
-            return Some(inline.split(',').next().unwrap_or_default().to_owned());
-        }
-        let kind = rclone.remote_type(name).ok()?;
+        let (kind, wrapped) = lookup(name)?;
         if !WRAPPERS.contains(&kind.as_str()) {
             return Some(kind);
         }
-        remote = rclone.wrapped_remote(name).ok()??;
+        remote = wrapped?;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> Option<(String, Option<String>)> {
+        let (kind, wrapped) = match name {
+            "vault" => ("crypt", Some("box:secret")),
+            "box" => ("sftp", None),
+            "photos" => ("alias", Some("/srv/photos")),
+            "loop" => ("alias", Some("loop:x")),
+            "bucket" => ("s3", None),
+            _ => return None,
+        };
+        Some((kind.to_owned(), wrapped.map(str::to_owned)))
+    }
+
+    #[test]
+    fn the_backend_under_wrappers_and_inline_remotes_is_found() {
+        for (remote, want) in [
+            ("vault:msync", Some("sftp")),
+            ("photos:msync", Some("local")),
+            ("bucket:msync", Some("s3")),
+            (":s3,provider=AWS:bucket/x", Some("s3")),
+            (":local:/tmp", Some("local")),
+            ("loop:msync", None),
+            ("unknown:msync", None),
+        ] {
+            assert_eq!(resolve(remote, config).as_deref(), want, "{remote}");
+        }
+    }
 }

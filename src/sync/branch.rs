@@ -40,6 +40,7 @@ mod capacity;
 mod metadata;
 mod ops;
 mod outcome;
+mod partial;
 
 use super::failure::Trouble;
 use super::status::{BranchState, BranchStatus, InFlight};

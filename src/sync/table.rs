@@ -93,6 +93,12 @@ impl Op {
         }
     }
 
+    /// Whether carrying it out involves the remote (a `Describe` only
+    /// queues a record of the index).
+    pub fn asks_the_remote(&self) -> bool {
+        !matches!(self, Op::Describe(_))
+    }
+
     /// Whether carrying it out records `path`'s metadata in the index.
     fn records_metadata_of(&self, path: &Path) -> bool {
         match self {

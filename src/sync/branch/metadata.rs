@@ -12,7 +12,7 @@
 //! A crash loses at most the records not yet written: the next start's
 //! reconcile finds the difference and writes a snapshot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use log::{info, warn};
 use super::BranchWorker;
 use super::ops::relative;
 use crate::meta::entry::path_digest;
-use crate::meta::{Entry, IndexFile, MetaError, Names, Record, remote};
+use crate::meta::{Entry, IndexFile, Kind, MetaError, Names, Record, remote};
 use crate::sync::failure::Failure;
 use crate::sync::table::Op;
 use crate::sync::walk_tree;
@@ -84,31 +84,23 @@ impl MetaLog {
         self.since.get_or_insert_with(Instant::now);
     }
 
-    /// Queues the path's metadata as it is now, unless the index has it.
-    fn describe(&mut self, root: &Path, path: &str) {
-        let key = path_digest(path);
-        match Entry::capture(root, path, &mut self.names) {
-            Ok(Some(entry)) => {
+    /// Queues what a change found, unless the index already has it.
+    fn note(&mut self, fact: Fact) {
+        match fact {
+            Fact::Now(entry) => {
                 let digest = entry.digest();
-                if self.known.insert(key, digest) != Some(digest) {
+                if self.known.insert(path_digest(&entry.path), digest) != Some(digest) {
                     self.push(Record::Put(entry));
                 }
             }
-            // Gone since, or now a kind the index does not keep.
-            Ok(None) => self.gone(path, false),
-            Err(err) => warn!("cannot read the metadata of {path}: {err}"),
+            Fact::Gone { path, tree } => self.gone(&path, tree),
         }
-    }
-
-    /// Queues the metadata of a directory and everything below it.
-    fn describe_tree(&mut self, root: &Path, path: &str) {
-        self.describe(root, path);
-        let mut below = Vec::new();
-        walk_tree(&root.join(path), |inner, _, _| below.push(inner));
-        for inner in below {
-            if let Some(inner) = inner.to_str() {
-                self.describe(root, &format!("{path}/{inner}"));
-            }
+        if self.next_seq.is_none() && self.pending.len() > JOURNAL_MAX {
+            // No journal can go before the first reconcile has listed the
+            // index; its snapshot will say all of this.
+            self.pending.clear();
+            self.since = None;
+            self.stale = true;
         }
     }
 
@@ -122,6 +114,54 @@ impl MetaLog {
             self.push(Record::gone(path, tree));
         }
     }
+}
+
+/// What a change left at a path, read from the branch.
+enum Fact {
+    Now(Entry),
+    Gone { path: String, tree: bool },
+}
+
+struct FactReader<'a> {
+    root: &'a Path,
+    names: Names,
+    facts: Vec<Fact>,
+}
+
+impl FactReader<'_> {
+    /// The path's metadata now; with `tree`, that of everything below it
+    /// too when it is a directory (never through a link).
+    fn read(&mut self, path: &str, tree: bool) {
+        match Entry::capture(self.root, path, &mut self.names) {
+            Ok(Some(entry)) => {
+                let is_dir = entry.kind == Kind::Dir;
+                self.facts.push(Fact::Now(entry));
+                if tree && is_dir {
+                    let mut below = Vec::new();
+                    walk_tree(&self.root.join(path), |inner, _, _| below.push(inner));
+                    for inner in below {
+                        if let Some(inner) = inner.to_str() {
+                            self.read(&format!("{path}/{inner}"), false);
+                        }
+                    }
+                }
+            }
+            // Gone since, or now a kind the index does not keep.
+            Ok(None) => self.gone(path, false),
+            Err(err) => warn!("cannot read the metadata of {path}: {err}"),
+        }
+    }
+
+    fn gone(&mut self, path: &str, tree: bool) {
+        self.facts.push(Fact::Gone {
+            path: path.to_owned(),
+            tree,
+        });
+    }
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
 impl BranchWorker {
@@ -140,9 +180,16 @@ impl BranchWorker {
     }
 
     /// Records the metadata of what the operations that succeeded changed.
+    /// Also the directories that hold what changed: their times changed.
+    /// The files are read before the log is locked, so a big directory
+    /// moved in holds up no other thread.
     pub(super) fn record_meta(&self, ops: &[Op], results: &[Result<(), Failure>]) {
-        let root = &self.spec.local;
-        let mut meta = self.meta();
+        let mut reader = FactReader {
+            root: &self.spec.local,
+            names: std::mem::take(&mut self.meta().names),
+            facts: Vec::new(),
+        };
+        let mut parents = BTreeSet::new();
         for (op, result) in ops.iter().zip(results) {
             if result.is_err() {
                 continue;
@@ -150,22 +197,28 @@ impl BranchWorker {
             let Ok(path) = relative(op.path()) else {
                 continue;
             };
+            parents.insert(parent_of(path));
             match op {
-                Op::Upload(_) if root.join(path).is_dir() => meta.describe_tree(root, path),
-                Op::Upload(_) | Op::MakeDir(_) | Op::Describe(_) => meta.describe(root, path),
-                Op::Delete(_) | Op::Discard(_) => meta.gone(path, false),
-                Op::DeleteDir(_) => meta.gone(path, true),
+                Op::Upload(_) => reader.read(path, true),
+                Op::MakeDir(_) | Op::Describe(_) => reader.read(path, false),
+                Op::Delete(_) | Op::Discard(_) => reader.gone(path, false),
+                Op::DeleteDir(_) => reader.gone(path, true),
                 Op::Move { from, is_dir, .. } => {
                     if let Ok(from) = relative(from) {
-                        meta.gone(from, *is_dir);
+                        reader.gone(from, *is_dir);
+                        parents.insert(parent_of(from));
                     }
-                    if *is_dir {
-                        meta.describe_tree(root, path);
-                    } else {
-                        meta.describe(root, path);
-                    }
+                    reader.read(path, *is_dir);
                 }
             }
+        }
+        for parent in parents.into_iter().filter(|p| !p.is_empty()) {
+            reader.read(parent, false);
+        }
+        let mut meta = self.meta();
+        meta.names = reader.names;
+        for fact in reader.facts {
+            meta.note(fact);
         }
     }
 
@@ -187,8 +240,11 @@ impl BranchWorker {
         });
         let mut meta = self.meta();
         meta.writing = false;
+        // Even a failed one may be on the remote, torn or whole: the next
+        // snapshot's clean-up deletes it.
+        meta.files.push(file);
         match result {
-            Ok(()) => meta.files.push(file),
+            Ok(()) => {}
             Err(err) => {
                 warn!(
                     "{}: cannot write the metadata journal ({} change(s)); trying again later: {err}",
@@ -202,7 +258,8 @@ impl BranchWorker {
         }
     }
 
-    /// At stop: what is pending goes out now, unless the remote is away.
+    /// At stop: what is pending goes out now, unless something is wrong
+    /// with the whole remote (the next start's reconcile covers it then).
     pub fn write_journal_at_stop(&self) {
         let pending = {
             let meta = self.meta();
@@ -265,7 +322,14 @@ impl BranchWorker {
             let _ = std::fs::remove_file(scratch.join(file.name()));
             return Ok(());
         }
-        remote::upload(self.rclone, &self.spec.remote, &scratch, file)?;
+        let sent = self.run_job(&remote::upload_call(&self.spec.remote, &scratch, file));
+        let _ = std::fs::remove_file(scratch.join(file.name()));
+        if let Err(failure) = sent {
+            // Whatever reached the remote goes with the next snapshot's
+            // clean-up; a torn file is never read.
+            self.meta().files.push(file);
+            return Err(MetaError::Sending(failure.message().to_owned()));
+        }
         let replaced = {
             let mut meta = self.meta();
             meta.known = known;
@@ -282,6 +346,15 @@ impl BranchWorker {
             file.name(),
             self.meta().known.len()
         );
-        remote::delete(self.rclone, &self.spec.remote, &replaced)
+        if let Err(err) = remote::delete(self.rclone, &self.spec.remote, &replaced) {
+            warn!(
+                "{}: cannot delete the metadata files the snapshot replaced; the next snapshot tries again: {err}",
+                self.spec.name
+            );
+            let mut meta = self.meta();
+            let newer = std::mem::replace(&mut meta.files, replaced);
+            meta.files.extend(newer);
+        }
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
@@ -14,36 +14,26 @@ use serde_json::{Value, json};
 
 use super::{BranchWorker, POLL};
 use crate::install::write_private;
-use crate::rclone::{Call, Job, ListOptions, Location};
+use crate::rclone::{Call, Job, Location};
 use crate::space::size::Shown;
-use crate::sync::failure::{Failure, says_not_found};
+use crate::sync::failure::Failure;
 use crate::sync::table::Op;
 use crate::sync::{guard, link_name, local_fs, sync_filter, trash};
 
 /// Files smaller than this are sent with one plain call, not a watched job.
 const SMALL_FILE: u64 = 1 << 20;
 
-/// Where uploads to a backend that writes in place go until they are whole.
-const PARTIAL_DIR: &str = ".msync/partial";
-
-/// A temporary name in [`PARTIAL_DIR`], unique in the process (the
-/// directory is emptied at each start).
-fn partial_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{PARTIAL_DIR}/{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 impl BranchWorker {
-    fn local_fs(&self) -> String {
+    pub(super) fn local_fs(&self) -> String {
         local_fs(&self.spec.local)
     }
 
     /// `<remote>:<path>/<relative>` for a directory inside the branch.
-    fn remote_dir(&self, relative: &str) -> String {
+    pub(super) fn remote_dir(&self, relative: &str) -> String {
         format!("{}/{relative}", self.spec.remote)
     }
 
-    fn at(&self, relative: &str) -> Location {
+    pub(super) fn at(&self, relative: &str) -> Location {
         Location::new(&self.spec.remote, relative)
     }
 
@@ -55,7 +45,7 @@ impl BranchWorker {
             self.spec.remote
         );
         let plan = self.plan()?;
-        if !self.partials_cleaned.swap(true, Ordering::Relaxed) {
+        if self.in_place && !self.partials_cleaned.swap(true, Ordering::Relaxed) {
             self.clean_partials();
         }
         let record = self.record_path();
@@ -69,7 +59,7 @@ impl BranchWorker {
         let mut config = self.transfer_config();
         config["IgnoreErrors"] = json!(true);
         let sent_whole = if self.in_place {
-            self.send_changed_whole()
+            self.send_changed_whole(&self.local_fs(), "")
         } else {
             Ok(())
         };
@@ -124,7 +114,7 @@ impl BranchWorker {
 
     /// Overwritten and deleted remote files go to today's trash, and what
     /// is sent carries rclone's own metadata where the backend keeps it.
-    fn transfer_config(&self) -> Value {
+    pub(super) fn transfer_config(&self) -> Value {
         with_metadata(trash::backup_config(&self.spec.remote, SystemTime::now()))
     }
 
@@ -275,15 +265,7 @@ impl BranchWorker {
             )));
         }
         if meta.is_dir() {
-            let local = self.spec.local.join(path);
-            let call = Call::copy(&local_fs(&local), &self.remote_dir(name))
-                .filter(sync_filter())
-                .config(with_metadata(trash::backup_config_below(
-                    &self.spec.remote,
-                    name,
-                    SystemTime::now(),
-                )));
-            return match self.run_job(&call) {
+            return match self.send_dir(name) {
                 Err(failure @ Failure::Path { .. }) => {
                     self.after_kind_conflict(name, true, failure)
                 }
@@ -306,6 +288,23 @@ impl BranchWorker {
         }
     }
 
+    /// Sends a directory of the branch and what it holds to `name`; only
+    /// what the remote lacks or holds otherwise goes.
+    fn send_dir(&self, name: &str) -> Result<(), Failure> {
+        let local = local_fs(&self.spec.local.join(name));
+        if self.in_place {
+            return self.send_changed_whole(&local, name);
+        }
+        let call = Call::copy(&local, &self.remote_dir(name))
+            .filter(sync_filter())
+            .config(with_metadata(trash::backup_config_below(
+                &self.spec.remote,
+                name,
+                SystemTime::now(),
+            )));
+        self.run_job(&call)
+    }
+
     /// Sends one regular file to `name`. Where the backend writes uploads
     /// in place, it goes under a temporary name in `.msync/partial/` and is
     /// renamed into place once whole, so a killed upload never leaves a
@@ -321,66 +320,18 @@ impl BranchWorker {
                 .config(self.transfer_config());
             return self.transfer(&call, big);
         }
-        let partial = partial_name();
-        let call = Call::copyfile(&source, &self.at(&partial)).config(with_metadata(json!({})));
-        let sent = self.transfer(&call, big);
-        let result = sent.and_then(|()| self.rename_into_place(&partial, name));
-        if result.is_err() {
-            self.forget_partial(&partial);
-        }
-        result
+        self.send_file_whole(&source, name, big)
     }
 
     /// A big file goes as a watched job, a small one as one plain call: it
     /// is done before a job could be watched.
-    fn transfer(&self, call: &Call, big: bool) -> Result<(), Failure> {
+    pub(super) fn transfer(&self, call: &Call, big: bool) -> Result<(), Failure> {
         if big {
             self.run_job(call)
         } else {
             call.run_in(self.rclone, &self.group())
                 .map(|_| self.count_sent())
                 .map_err(Failure::from)
-        }
-    }
-
-    /// The rename that completes an upload: server-side, and what it
-    /// replaces goes to the trash.
-    fn rename_into_place(&self, partial: &str, name: &str) -> Result<(), Failure> {
-        Call::movefile(&self.at(partial), &self.at(name))
-            .filter(sync_filter())
-            .config(self.transfer_config())
-            .run(self.rclone)
-            .map(|_| ())
-            .map_err(Failure::from)
-    }
-
-    /// Deletes what a failed upload left under its temporary name; what
-    /// cannot be deleted now goes at the next start.
-    fn forget_partial(&self, partial: &str) {
-        let _ = Call::new(
-            "operations/deletefile",
-            json!({"fs": self.spec.remote, "remote": partial}),
-        )
-        .run(self.rclone);
-    }
-
-    /// At the first reconcile: what killed uploads left in `.msync/partial/`
-    /// goes.
-    pub(super) fn clean_partials(&self) {
-        if !self.in_place {
-            return;
-        }
-        let call = Call::new(
-            "operations/purge",
-            json!({"fs": self.spec.remote, "remote": PARTIAL_DIR}),
-        );
-        match call.run(self.rclone) {
-            Ok(_) => info!("{}: removed uploads a stop cut short", self.spec.name),
-            Err(err) if err.is_not_found() || says_not_found(&err.message) => {}
-            Err(err) => warn!(
-                "{}: cannot empty {PARTIAL_DIR}; the next start tries again: {err}",
-                self.spec.name
-            ),
         }
     }
 
@@ -417,16 +368,9 @@ impl BranchWorker {
             self.trash_file(name)?;
         }
         if local_is_dir {
-            let call = Call::copy(
-                &local_fs(&self.spec.local.join(name)),
-                &self.remote_dir(name),
-            )
-            .filter(sync_filter());
-            self.run_job(&call)
+            self.send_dir(name)
         } else {
-            let call = Call::copyfile(&Location::new(self.local_fs(), name), &self.at(name))
-                .filter(sync_filter());
-            self.run_job(&call)
+            self.send_file(name, true)
         }
     }
 
@@ -486,58 +430,6 @@ impl BranchWorker {
             .collect()
     }
 
-    /// Where the backend writes in place, a reconcile first sends what is
-    /// new or changed under temporary names (one copy job that skips what
-    /// the remote already holds, like the sync would), then renames each
-    /// into place, so a kill never leaves a torn file under a real name.
-    /// The sync that follows finds only deletes left to do.
-    fn send_changed_whole(&self) -> Result<(), Failure> {
-        let partial = partial_name();
-        let call = Call::new(
-            "sync/copy",
-            json!({"srcFs": self.local_fs(), "dstFs": self.remote_dir(&partial)}),
-        )
-        .filter(sync_filter())
-        .config(with_metadata(
-            json!({"CompareDest": [self.spec.remote], "IgnoreErrors": true}),
-        ));
-        let copied = self.run_job(&call);
-        if let Err(failure) = &copied
-            && !matches!(failure, Failure::Path { .. })
-        {
-            self.forget_partial_dir(&partial);
-            return copied;
-        }
-        let listed = self.rclone.list(
-            &self.at(&partial),
-            &ListOptions {
-                recurse: true,
-                files_only: true,
-                ..ListOptions::default()
-            },
-        );
-        let staged = match listed {
-            Ok(staged) => staged,
-            // Nothing was new: the copy made no directory.
-            Err(err) if err.is_not_found() || says_not_found(&err.message) => return copied,
-            Err(err) => {
-                self.forget_partial_dir(&partial);
-                return Err(err.into());
-            }
-        };
-        let prefix = format!("{partial}/");
-        let mut renamed = Ok(());
-        for entry in staged {
-            let name = entry.path.strip_prefix(&prefix).unwrap_or(&entry.path);
-            let result = self.rename_into_place(&format!("{prefix}{name}"), name);
-            if let (Ok(()), Err(failure)) = (&renamed, result) {
-                renamed = Err(failure);
-            }
-        }
-        self.forget_partial_dir(&partial);
-        copied.and(renamed)
-    }
-
     /// Sends the files of `list` as one job; where the backend writes in
     /// place, into a directory of `.msync/partial/` first, then each is
     /// renamed into place.
@@ -547,28 +439,10 @@ impl BranchWorker {
             let outcome = self.copy_list(list, &self.spec.remote);
             return vec![outcome; names.len()];
         }
-        let partial = partial_name();
-        if let Err(failure) = self.copy_list(list, &self.remote_dir(&partial)) {
-            self.forget_partial_dir(&partial);
-            return vec![Err(failure); names.len()];
-        }
-        let results: Vec<Result<(), Failure>> = names
-            .iter()
-            .map(|name| self.rename_into_place(&format!("{partial}/{name}"), name))
-            .collect();
-        self.forget_partial_dir(&partial);
-        results
+        self.send_list_whole(list)
     }
 
-    fn forget_partial_dir(&self, partial: &str) {
-        let _ = Call::new(
-            "operations/purge",
-            json!({"fs": self.spec.remote, "remote": partial}),
-        )
-        .run(self.rclone);
-    }
-
-    fn copy_list(&self, list: &str, destination: &str) -> Result<(), Failure> {
+    pub(super) fn copy_list(&self, list: &str, destination: &str) -> Result<(), Failure> {
         // Each thread of the branch has its own list file.
         let list_file = self.spec.work_dir.join(format!(
             "{}.{:?}.files",
@@ -634,7 +508,7 @@ impl BranchWorker {
 
     /// Runs a call as a job in the branch's stats group and waits for it,
     /// cancelling it when the stop deadline passes.
-    fn run_job(&self, call: &Call) -> Result<(), Failure> {
+    pub(super) fn run_job(&self, call: &Call) -> Result<(), Failure> {
         self.run_job_in(call, &self.group()).map(|_| ())
     }
 

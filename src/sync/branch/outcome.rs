@@ -130,7 +130,8 @@ impl BranchWorker {
         for ((seq, op), result) in taken.into_iter().zip(results) {
             match result {
                 Ok(()) => {
-                    answered = true;
+                    // Work done locally says nothing of the remote.
+                    answered |= op.asks_the_remote();
                     let sent = shared.table.succeeded(seq);
                     shared.capacity.sent_since += sent;
                     if op.sends_bytes() && shared.moved_in.remove(op.path()) {

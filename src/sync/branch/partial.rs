@@ -1,0 +1,199 @@
+//! Uploads to a backend that writes in place (see
+//! [`crate::sync::backend`]): each file goes under a temporary name in
+//! `.msync/partial/` and is renamed into place, server-side, once whole.
+//! A killed service thus never leaves a torn file under a real name; the
+//! first reconcile of the next start empties the directory.
+//!
+//! The renames of a batch run a few at a time, as rclone's transfers do:
+//! one after another they would hold the whole batch back on a remote
+//! with a long round trip.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use log::{info, warn};
+use serde_json::json;
+
+use super::BranchWorker;
+use super::ops::with_metadata;
+use crate::rclone::{Call, ListOptions, Location};
+use crate::sync::failure::{Failure, says_not_found};
+use crate::sync::sync_filter;
+
+/// Where uploads wait until they are whole.
+const PARTIAL_DIR: &str = ".msync/partial";
+
+/// A temporary name in [`PARTIAL_DIR`]: unique to this process (its pid
+/// and start time) and to the upload, so what an earlier run left there,
+/// if its clean-up failed, is never taken for a new upload.
+fn partial_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("{}-{started}", std::process::id())
+    });
+    format!(
+        "{PARTIAL_DIR}/{run}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl BranchWorker {
+    /// Sends one file from `source` to `name`, through a temporary name.
+    pub(super) fn send_file_whole(
+        &self,
+        source: &Location,
+        name: &str,
+        big: bool,
+    ) -> Result<(), Failure> {
+        let partial = partial_name();
+        let call = Call::copyfile(source, &self.at(&partial)).config(with_metadata(json!({})));
+        let result = self
+            .transfer(&call, big)
+            .and_then(|()| self.rename_into_place(&partial, name));
+        if result.is_err() {
+            let at = json!({"fs": self.spec.remote, "remote": partial});
+            let _ = Call::new("operations/deletefile", at).run(self.rclone);
+        }
+        result
+    }
+
+    /// Sends the branch files of `list` (one relative name a line) as one
+    /// job into a temporary directory, then renames each into place: one
+    /// result per name, in order.
+    pub(super) fn send_list_whole(&self, list: &str) -> Vec<Result<(), Failure>> {
+        let names: Vec<String> = list.lines().map(str::to_owned).collect();
+        let partial = partial_name();
+        if let Err(failure) = self.copy_list(list, &self.remote_dir(&partial)) {
+            self.forget_partial(&partial);
+            return vec![Err(failure); names.len()];
+        }
+        let results = self.place_all(&partial, &names, "");
+        self.forget_partial(&partial);
+        results
+    }
+
+    /// Sends what differs between the local directory `source` and `below`
+    /// on the remote (`""`: the whole remote directory) under temporary
+    /// names (one copy job that skips what the remote already holds, as a
+    /// sync would), then renames each into place.
+    pub(super) fn send_changed_whole(&self, source: &str, below: &str) -> Result<(), Failure> {
+        let partial = partial_name();
+        let compare = if below.is_empty() {
+            self.spec.remote.clone()
+        } else {
+            self.remote_dir(below)
+        };
+        let call = Call::new(
+            "sync/copy",
+            json!({"srcFs": source, "dstFs": self.remote_dir(&partial)}),
+        )
+        .filter(sync_filter())
+        .config(with_metadata(
+            json!({"CompareDest": [compare], "IgnoreErrors": true}),
+        ));
+        let copied = self.run_job(&call);
+        if let Err(failure) = &copied
+            && !matches!(failure, Failure::Path { .. })
+        {
+            self.forget_partial(&partial);
+            return copied;
+        }
+        let listed = self.rclone.list(
+            &self.at(&partial),
+            &ListOptions {
+                recurse: true,
+                files_only: true,
+                ..ListOptions::default()
+            },
+        );
+        let staged = match listed {
+            Ok(staged) => staged,
+            // Nothing differed: the copy made no directory.
+            Err(err) if err.is_not_found() || says_not_found(&err.message) => return copied,
+            Err(err) => {
+                self.forget_partial(&partial);
+                return Err(err.into());
+            }
+        };
+        let prefix = format!("{partial}/");
+        let names: Vec<String> = staged
+            .into_iter()
+            .map(|entry| match entry.path.strip_prefix(&prefix) {
+                Some(name) => name.to_owned(),
+                None => entry.path,
+            })
+            .collect();
+        let renamed = self.place_all(&partial, &names, below);
+        self.forget_partial(&partial);
+        copied.and(renamed.into_iter().find(Result::is_err).unwrap_or(Ok(())))
+    }
+
+    /// Renames `partial/<name>` to `below/<name>` for each name, a few at
+    /// a time.
+    fn place_all(&self, partial: &str, names: &[String], below: &str) -> Vec<Result<(), Failure>> {
+        let results: Mutex<Vec<Option<Result<(), Failure>>>> = Mutex::new(vec![None; names.len()]);
+        let next = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..self.config.transfers.clamp(1, names.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(name) = names.get(index) else { break };
+                        let target = if below.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{below}/{name}")
+                        };
+                        let result = self.rename_into_place(&format!("{partial}/{name}"), &target);
+                        results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
+                    }
+                });
+            }
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .map(|r| r.expect("every name was placed"))
+            .collect()
+    }
+
+    /// The rename that completes an upload: server-side, and what it
+    /// replaces goes to the trash.
+    fn rename_into_place(&self, partial: &str, name: &str) -> Result<(), Failure> {
+        Call::movefile(&self.at(partial), &self.at(name))
+            .filter(sync_filter())
+            .config(self.transfer_config())
+            .run(self.rclone)
+            .map(|_| ())
+            .map_err(Failure::from)
+    }
+
+    /// Deletes a temporary directory once its files are placed (or their
+    /// upload failed); what cannot be deleted now goes at the next start.
+    fn forget_partial(&self, partial: &str) {
+        let at = json!({"fs": self.spec.remote, "remote": partial});
+        let _ = Call::new("operations/purge", at).run(self.rclone);
+    }
+
+    /// At the first reconcile of a start: what killed uploads left in
+    /// `.msync/partial/` goes.
+    pub(super) fn clean_partials(&self) {
+        let call = Call::new(
+            "operations/purge",
+            json!({"fs": self.spec.remote, "remote": PARTIAL_DIR}),
+        );
+        match call.run(self.rclone) {
+            Ok(_) => info!("{}: removed uploads a stop cut short", self.spec.name),
+            Err(err) if err.is_not_found() || says_not_found(&err.message) => {}
+            Err(err) => warn!(
+                "{}: cannot empty {PARTIAL_DIR}; the next start tries again: {err}",
+                self.spec.name
+            ),
+        }
+    }
+}
