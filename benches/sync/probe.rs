@@ -147,7 +147,12 @@ impl Arrivals {
         let mut inotify = Inotify::init().expect("inotify");
         inotify
             .watches()
-            .add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)
+            // OpenSSH's sftp-server renames a file by link() and unlink():
+            // an upload renamed into place appears as IN_CREATE, whole.
+            .add(
+                dir,
+                WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::CREATE,
+            )
             .unwrap_or_else(|e| panic!("watching {}: {e}", dir.display()));
         let seen = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
