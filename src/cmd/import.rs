@@ -73,74 +73,10 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     require_remotes(rclone, &install)?;
     install.create_private_dirs()?;
 
-    let mut tasks = Vec::new();
-    for branch in &install.manifest.branches {
-        if !remote_dir_exists(rclone, branch)? {
-            println!("{}: {} holds nothing yet", branch.name, branch.remote);
-            continue;
-        }
-        let staging = install.state_dir().join("import").join(&branch.name);
-        private_dir(&staging)?;
-        staging.to_str().context("install dir path is not UTF-8")?;
-        // Symlinks stored as NAME.rclonelink come back as symlinks.
-        let job = Call::copy(&branch.remote, &local_fs(&staging))
-            .config(json!({ "CompareDest": [local_fs(&branch.dir)] }))
-            .filter(json!({ "ExcludeRule": RESERVED_FILTER }))
-            .start(rclone, &format!("msync/import/{}", branch.name))
-            .with_context(|| format!("starting the import of {}", branch.remote))?;
-        tasks.push(Task {
-            branch,
-            staging,
-            job,
-            outcome: None,
-        });
+    let mut tasks = start_downloads(rclone, &install)?;
+    if let Some(interrupted) = wait_downloads(rclone, &mut tasks, args, &install, &signals)? {
+        return Ok(interrupted);
     }
-
-    let mut view = ProgressView::new(tasks.iter().map(|t| t.branch.name.clone()).collect());
-    while tasks.iter().any(|t| t.outcome.is_none()) {
-        match signals.recv_timeout(REFRESH) {
-            Ok(signal) => {
-                cancel_all(&tasks);
-                eprintln!(
-                    "msync: {signal} received: import cancelled; run `msync import` again to resume"
-                );
-                return Ok(ExitCode::Interrupted);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("the signal thread stopped unexpectedly")
-            }
-        }
-        for (index, task) in tasks.iter_mut().enumerate() {
-            if task.outcome.is_some() {
-                continue;
-            }
-            let progress = task.job.progress()?;
-            let status = task.job.status()?;
-            if !status.finished {
-                view.update(index, &progress);
-                continue;
-            }
-            let _ = task.job.forget_stats();
-            let outcome = if status.success {
-                finish(rclone, task, args, &install.state_dir()).map(
-                    |(restored, no_index, mismatches, aside)| Finished {
-                        progress: progress.clone(),
-                        restored,
-                        no_index,
-                        mismatches,
-                        aside,
-                    },
-                )
-            } else {
-                Err(explain(&status.error, install.root()))
-            };
-            let word = if outcome.is_ok() { "done" } else { "failed" };
-            view.finish(index, &progress, word);
-            task.outcome = Some(outcome);
-        }
-    }
-    drop(view);
 
     let failures: Vec<String> = tasks
         .iter()
@@ -185,7 +121,84 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-type Outcome = (Option<Restored>, bool, Vec<Mismatch>, PathBuf);
+/// Starts one download per branch whose remote directory exists, into its
+/// staging directory.
+fn start_downloads<'a>(rclone: Rclone, install: &'a InstallDir) -> anyhow::Result<Vec<Task<'a>>> {
+    let mut tasks = Vec::new();
+    for branch in &install.manifest.branches {
+        if !remote_dir_exists(rclone, branch)? {
+            println!("{}: {} holds nothing yet", branch.name, branch.remote);
+            continue;
+        }
+        let staging = install.state_dir().join("import").join(&branch.name);
+        private_dir(&staging)?;
+        staging.to_str().context("install dir path is not UTF-8")?;
+        // Symlinks stored as NAME.rclonelink come back as symlinks. No
+        // rclone metadata here: rclone 1.60 would chmod through a restored
+        // link (and fail on a dangling one); the index gives it all back.
+        let job = Call::copy(&branch.remote, &local_fs(&staging))
+            .config(json!({ "CompareDest": [local_fs(&branch.dir)] }))
+            .filter(json!({ "ExcludeRule": RESERVED_FILTER }))
+            .start(rclone, &format!("msync/import/{}", branch.name))
+            .with_context(|| format!("starting the import of {}", branch.remote))?;
+        tasks.push(Task {
+            branch,
+            staging,
+            job,
+            outcome: None,
+        });
+    }
+    Ok(tasks)
+}
+
+/// Shows progress until every download is done and in its branch; a
+/// signal cancels them all (`Some(Interrupted)`).
+fn wait_downloads(
+    rclone: Rclone,
+    tasks: &mut [Task],
+    args: &ImportArgs,
+    install: &InstallDir,
+    signals: &std::sync::mpsc::Receiver<nix::sys::signal::Signal>,
+) -> anyhow::Result<Option<ExitCode>> {
+    let mut view = ProgressView::new(tasks.iter().map(|t| t.branch.name.clone()).collect());
+    while tasks.iter().any(|t| t.outcome.is_none()) {
+        match signals.recv_timeout(REFRESH) {
+            Ok(signal) => {
+                cancel_all(tasks);
+                eprintln!(
+                    "msync: {signal} received: import cancelled; run `msync import` again to resume"
+                );
+                return Ok(Some(ExitCode::Interrupted));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the signal thread stopped unexpectedly")
+            }
+        }
+        for (index, task) in tasks.iter_mut().enumerate() {
+            if task.outcome.is_some() {
+                continue;
+            }
+            let progress = task.job.progress()?;
+            let status = task.job.status()?;
+            if !status.finished {
+                view.update(index, &progress);
+                continue;
+            }
+            let _ = task.job.forget_stats();
+            let outcome = if status.success {
+                finish(rclone, task, args, &install.state_dir(), progress.clone())
+            } else {
+                Err(explain(&status.error, install.root()))
+            };
+            let word = if outcome.is_ok() { "done" } else { "failed" };
+            view.finish(index, &progress, word);
+            task.outcome = Some(outcome);
+        }
+    }
+    drop(view);
+    Ok(None)
+}
 
 /// A branch's download is complete: checked against the index, moved into
 /// the branch, then given its metadata.
@@ -194,12 +207,19 @@ fn finish(
     task: &Task,
     args: &ImportArgs,
     state_dir: &Path,
-) -> Result<Outcome, String> {
+    progress: Progress,
+) -> Result<Finished, String> {
     let name = &task.branch.name;
     let aside = state_dir.join("import-mismatched").join(name);
     if args.no_metadata {
         move_into_branch(rclone, &task.staging, &task.branch.dir)?;
-        return Ok((None, false, Vec::new(), aside));
+        return Ok(Finished {
+            progress,
+            restored: None,
+            no_index: false,
+            mismatches: Vec::new(),
+            aside,
+        });
     }
     let scratch = state_dir.join("import-meta").join(name);
     private_dir(&scratch).map_err(|e| e.to_string())?;
@@ -214,8 +234,13 @@ fn finish(
         OwnersArg::Numeric => Owners::Numeric,
         OwnersArg::Names => Owners::Names,
     };
-    let restored = restore::apply(&index, &task.branch.dir, owners);
-    Ok((Some(restored), index.files == 0, mismatches, aside))
+    Ok(Finished {
+        progress,
+        restored: Some(restore::apply(&index, &task.branch.dir, owners)),
+        no_index: index.files == 0,
+        mismatches,
+        aside,
+    })
 }
 
 /// Moves the downloaded files that are not what the index records out of

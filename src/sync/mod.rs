@@ -82,6 +82,14 @@ pub fn local_fs(dir: &Path) -> String {
     format!(":local,links:{}", dir.to_string_lossy())
 }
 
+/// rclone's own metadata (mode, owner, times) goes along with a transfer
+/// where both backends keep it (local, S3 …); elsewhere the flag changes
+/// nothing. msync's index keeps it everywhere.
+pub fn with_metadata(mut config: Value) -> Value {
+    config["Metadata"] = json!(true);
+    config
+}
+
 /// The name a symlink at `name` has on the remote.
 pub fn link_name(name: &str) -> String {
     format!("{name}{LINK_SUFFIX}")

@@ -18,7 +18,7 @@ use crate::rclone::{Call, Job, Location};
 use crate::space::size::Shown;
 use crate::sync::failure::Failure;
 use crate::sync::table::Op;
-use crate::sync::{guard, link_name, local_fs, sync_filter, trash};
+use crate::sync::{guard, link_name, local_fs, sync_filter, trash, with_metadata};
 
 /// Files smaller than this are sent with one plain call, not a watched job.
 const SMALL_FILE: u64 = 1 << 20;
@@ -613,14 +613,6 @@ impl Drop for HeldRoom<'_> {
     fn drop(&mut self) {
         self.worker.lock().sending -= self.bytes;
     }
-}
-
-/// rclone's own metadata (mode, owner, times) goes along with a transfer
-/// where both backends keep it (local, S3 …); elsewhere the flag changes
-/// nothing. msync's index keeps it everywhere.
-pub(crate) fn with_metadata(mut config: Value) -> Value {
-    config["Metadata"] = json!(true);
-    config
 }
 
 fn special_kind(meta: &Metadata) -> &'static str {

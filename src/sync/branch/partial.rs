@@ -15,10 +15,9 @@ use log::{info, warn};
 use serde_json::json;
 
 use super::BranchWorker;
-use super::ops::with_metadata;
 use crate::rclone::{Call, ListOptions, Location};
 use crate::sync::failure::{Failure, says_not_found};
-use crate::sync::sync_filter;
+use crate::sync::{sync_filter, with_metadata};
 
 /// Where uploads wait until they are whole.
 const PARTIAL_DIR: &str = ".msync/partial";
@@ -102,6 +101,11 @@ impl BranchWorker {
             self.forget_partial(&partial);
             return copied;
         }
+        // Nothing differed: the copy made no directory (looked at first,
+        // so rclone logs no listing error).
+        if matches!(self.rclone.stat(&self.at(&partial)), Ok(None)) {
+            return copied;
+        }
         let listed = self.rclone.list(
             &self.at(&partial),
             &ListOptions {
@@ -112,8 +116,6 @@ impl BranchWorker {
         );
         let staged = match listed {
             Ok(staged) => staged,
-            // Nothing differed: the copy made no directory.
-            Err(err) if err.is_not_found() || says_not_found(&err.message) => return copied,
             Err(err) => {
                 self.forget_partial(&partial);
                 return Err(err.into());
@@ -183,6 +185,10 @@ impl BranchWorker {
     /// At the first reconcile of a start: what killed uploads left in
     /// `.msync/partial/` goes.
     pub(super) fn clean_partials(&self) {
+        // Looked at first, so a clean remote logs no rclone error.
+        if matches!(self.rclone.stat(&self.at(PARTIAL_DIR)), Ok(None)) {
+            return;
+        }
         let call = Call::new(
             "operations/purge",
             json!({"fs": self.spec.remote, "remote": PARTIAL_DIR}),
