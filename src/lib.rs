@@ -4,6 +4,7 @@
 //! tests can drive the real librclone in-process as well as through the
 //! binary. The tree is the architecture: [`rclone`] is the only door to
 //! librclone (and the only FFI code), [`union`] the union filesystems,
+//! [`sync`] the engine, [`meta`] the metadata index a restore needs,
 //! [`cmd`] one file per command, [`error`] the exit codes.
 
 pub mod cli;

@@ -11,6 +11,12 @@
 //! start, after the watcher lost events, and periodically. The engine never
 //! blocks the filesystem: the union mount and the watcher go on while the
 //! clouds are slow or away.
+//!
+//! What each change leaves (mode, owner, times, links) is recorded in the
+//! remote's metadata index (`branch/metadata.rs`, format in
+//! [`crate::meta`]); uploads to a backend that writes in place go under a
+//! temporary name first (`branch/partial.rs`, `backend.rs`), so no torn
+//! file is ever under a real name.
 
 mod backend;
 mod branch;
