@@ -198,8 +198,13 @@ pub struct StartArgs {
     #[arg(long, value_enum, value_name = "DRIVER")]
     pub union: Option<Driver>,
 
-    /// How long a written file must stay quiet before it is uploaded
-    /// (0s to 10m).
+    /// The longest a written file waits, quiet, before it is uploaded (0s
+    /// to 10m). A file closed after writing that was not written within
+    /// this time goes out at once (in 20 ms); each time it is closed again
+    /// while still warm its wait doubles, up to this. So a single change
+    /// lands in tens of milliseconds, and a file rewritten many times a
+    /// second is sent a few times and then once it is quiet. Deletes and
+    /// new directories wait this long.
     #[arg(long, default_value = "1s", value_parser = parse_debounce, value_name = "DURATION")]
     pub debounce: Duration,
 

@@ -191,6 +191,7 @@ pub fn run(
         roots,
         WatchConfig {
             debounce: options.debounce,
+            quick: crate::watch::QUICK.min(options.debounce),
             ignore: Arc::new(is_local_only),
         },
         watch_tx,

@@ -7,8 +7,13 @@
 //!
 //! Rules (the engine relies on them):
 //! - a `Write` is due only after the file was closed and then stayed quiet
-//!   for `debounce`; a modification without a close holds it, so a slow
-//!   writer yields one `Write`, after its close. A held file is *probed*
+//!   for its wait; a modification without a close holds it, so a slow
+//!   writer yields one `Write`, after its close. The wait adapts: a file
+//!   not closed within the last `debounce` (cold) waits only `quick`, so a
+//!   single change goes out in tens of milliseconds; each close while it is
+//!   warm doubles its wait, up to `debounce`, so a file rewritten again and
+//!   again is sent a few times and then once it is quiet, its last version
+//!   always. A held file is *probed*
 //!   now and then ([`Debouncer::due_probes`]): the watcher asks whether
 //!   anyone still has it open for writing, and one nobody holds (a hard
 //!   link whose other name is gone) counts as closed;
@@ -19,7 +24,7 @@
 //!   when queued, and a due change pulls out any earlier pending change on
 //!   a related path (same path, ancestor, descendant) first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +33,14 @@ use super::{Change, ChangeKind};
 /// The first look at a file held open, then doubling up to the last.
 const PROBE_FIRST: Duration = Duration::from_millis(500);
 const PROBE_MAX: Duration = Duration::from_secs(30);
+
+/// A cold file's wait after its close: long enough for the rename that
+/// an editor's or rsync's save makes right after closing its temporary
+/// file to be seen first, short enough to be no delay to a person.
+pub const QUICK: Duration = Duration::from_millis(20);
+
+/// Warm files remembered at most; past it, the cold ones are forgotten.
+const HEAT_MAX: usize = 4096;
 
 /// An inotify event after the watcher resolved its branch and relative
 /// path and paired its rename halves.
@@ -77,7 +90,13 @@ struct Entry {
 
 #[derive(Debug)]
 pub struct Debouncer {
+    /// The longest wait of a write, and the wait of everything else.
     debounce: Duration,
+    /// A cold file's wait (equal to `debounce`: a fixed wait).
+    quick: Duration,
+    /// Files closed recently: when last, and how many closes in a row
+    /// came while the file was warm.
+    heat: HashMap<(usize, PathBuf), (Instant, u32)>,
     next_seq: u64,
     /// Pending changes by sequence number: the order they were queued in.
     entries: BTreeMap<u64, Entry>,
@@ -90,9 +109,18 @@ pub struct Debouncer {
 }
 
 impl Debouncer {
+    /// A debouncer whose every write waits `debounce`.
     pub fn new(debounce: Duration) -> Self {
+        Debouncer::adaptive(debounce, debounce)
+    }
+
+    /// A debouncer whose writes wait from `quick` (cold files) up to
+    /// `debounce` (files written again and again); see the module doc.
+    pub fn adaptive(quick: Duration, debounce: Duration) -> Self {
         Debouncer {
             debounce,
+            quick: quick.min(debounce),
+            heat: HashMap::new(),
             next_seq: 0,
             entries: BTreeMap::new(),
             by_path: BTreeMap::new(),
@@ -153,6 +181,31 @@ impl Debouncer {
         }
     }
 
+    /// How long a file closed at `now` waits: `quick` when it is cold,
+    /// doubled for each close in a row while it is warm (closed within the
+    /// last `debounce`), at most `debounce`.
+    fn write_wait(&mut self, branch: usize, path: &Path, now: Instant) -> Duration {
+        if self.quick >= self.debounce {
+            return self.debounce;
+        }
+        let key = (branch, path.to_path_buf());
+        let closes = match self.heat.get(&key) {
+            Some(&(last, closes)) if now.saturating_duration_since(last) <= self.debounce => {
+                closes + 1
+            }
+            _ => 0,
+        };
+        if self.heat.len() >= HEAT_MAX {
+            let debounce = self.debounce;
+            self.heat
+                .retain(|_, (last, _)| now.saturating_duration_since(*last) <= debounce);
+        }
+        self.heat.insert(key, (now, closes));
+        self.quick
+            .saturating_mul(1 << closes.min(16))
+            .min(self.debounce)
+    }
+
     /// Whether the last change at `path` is a write held open.
     fn is_held(&self, branch: usize, path: &Path) -> bool {
         self.last_at(branch, path).is_some_and(|seq| {
@@ -175,7 +228,10 @@ impl Debouncer {
                 self.write(branch, path.clone(), None);
                 self.probe_later(branch, path, now);
             }
-            RawKind::Closed => self.write(branch, path, Some(now + self.debounce)),
+            RawKind::Closed => {
+                let wait = self.write_wait(branch, &path, now);
+                self.write(branch, path, Some(now + wait));
+            }
             RawKind::Found => {
                 let pending = self
                     .last_at(branch, &path)

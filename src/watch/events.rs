@@ -64,7 +64,7 @@ impl Worker {
             ignore: config.ignore,
             table: WatchTable::default(),
             pairer: Pairer::default(),
-            debouncer: Debouncer::new(config.debounce),
+            debouncer: Debouncer::adaptive(config.quick, config.debounce),
             sink,
             listening: true,
             limit_reported: HashSet::new(),

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use debounce::{Debouncer, RawEvent, RawKind};
+pub use debounce::{Debouncer, QUICK, RawEvent, RawKind};
 pub use inotify::Watcher;
 
 /// One branch directory to watch; `index` is echoed in every [`Change`].
@@ -49,8 +49,14 @@ pub type IgnoreFn = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub struct WatchConfig {
-    /// How long a closed file must stay quiet before its `Write` is due.
+    /// The longest a closed file waits before its `Write` is due (a file
+    /// written again and again), and the wait of deletes and new
+    /// directories.
     pub debounce: Duration,
+    /// How soon a file closed after writing, and not written within the
+    /// last `debounce`, is due; each close while it is still warm doubles
+    /// its wait, up to `debounce`. Equal to `debounce`: a fixed wait.
+    pub quick: Duration,
     /// Relative path → `true` means never report it (union metadata such as
     /// `.wh..wh.*`, msync's own marker); ignored directories get no watch.
     pub ignore: IgnoreFn,
@@ -60,6 +66,7 @@ impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {
             debounce: Duration::from_secs(1),
+            quick: QUICK,
             ignore: Arc::new(|_| false),
         }
     }
@@ -69,6 +76,7 @@ impl fmt::Debug for WatchConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WatchConfig")
             .field("debounce", &self.debounce)
+            .field("quick", &self.quick)
             .finish_non_exhaustive()
     }
 }

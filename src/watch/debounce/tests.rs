@@ -416,3 +416,69 @@ fn a_held_file_renamed_is_probed_under_its_new_name() {
     let due = b.d.due_probes(b.at(ms(10) + PROBE_FIRST));
     assert_eq!(due, [(0, PathBuf::from("new/1.host"))]);
 }
+
+fn adaptive() -> Bench {
+    Bench {
+        d: Debouncer::adaptive(super::QUICK, D),
+        t0: Instant::now(),
+    }
+}
+
+#[test]
+fn a_cold_file_goes_out_quickly_and_a_rename_right_after_its_close_is_seen_first() {
+    let mut b = adaptive();
+    b.add(ms(0), "f", RawKind::Modified);
+    b.add(ms(5), "f", RawKind::Closed);
+    assert!(b.due(ms(5) + super::QUICK - ms(1)).is_empty());
+    assert_eq!(b.due(ms(5) + super::QUICK), vec![write("f")]);
+    // An editor's save: the temporary file is renamed a moment after its
+    // close, before its quick wait is over; the rename re-keys the write.
+    b.add(ms(100), ".f.swp", RawKind::Modified);
+    b.add(ms(101), ".f.swp", RawKind::Closed);
+    b.add(ms(102), "g", renamed(".f.swp", false));
+    assert_eq!(
+        b.due(ms(102) + D),
+        vec![rename(".f.swp", "g", false), write("g")]
+    );
+}
+
+#[test]
+fn each_close_while_warm_doubles_the_wait_and_a_quiet_file_cools_down() {
+    let mut b = adaptive();
+    let close = |b: &mut Bench, at: u64| {
+        b.add(ms(at), "f", RawKind::Modified);
+        b.add(ms(at), "f", RawKind::Closed);
+        b.d.next_deadline().unwrap() - b.at(ms(at))
+    };
+    assert_eq!(close(&mut b, 0), ms(20));
+    assert_eq!(b.due(ms(20)), vec![write("f")]);
+    assert_eq!(close(&mut b, 100), ms(40));
+    assert_eq!(b.due(ms(140)), vec![write("f")]);
+    assert_eq!(close(&mut b, 300), ms(80));
+    assert_eq!(b.due(ms(380)), vec![write("f")]);
+    // Quiet for longer than the debounce: cold again.
+    assert_eq!(close(&mut b, 380 + 1001), ms(20));
+}
+
+#[test]
+fn a_file_rewritten_ten_times_a_second_for_ten_seconds_is_sent_a_few_times_and_last_as_it_ends() {
+    let mut b = adaptive();
+    let mut sent = Vec::new();
+    // Closes every 100 ms for 10 s; the caller drains every 5 ms.
+    for step in 0..=2400u64 {
+        let at = step * 5;
+        if at < 10_000 && at % 100 == 0 {
+            b.add(ms(at), "f", RawKind::Modified);
+            b.add(ms(at), "f", RawKind::Closed);
+        }
+        for change in b.due(ms(at)) {
+            assert_eq!(change, write("f"));
+            sent.push(at);
+        }
+    }
+    assert!(sent.len() <= 15, "sent {} times: {sent:?}", sent.len());
+    // The last version (closed at 9,900 ms) goes out once it is quiet.
+    let last = *sent.last().unwrap();
+    assert!(last > 9_900 && last <= 9_900 + 1_000, "{sent:?}");
+    assert_eq!(b.d.pending(), 0);
+}
