@@ -270,6 +270,19 @@ impl BranchWorker {
         }
     }
 
+    /// Every path of the branch the index records, with its metadata (an
+    /// `lstat` each, from the directory listing).
+    fn walk_entries(&self, names: &mut Names, mut visit: impl FnMut(Entry)) {
+        walk_tree(&self.spec.local, |path, _, entry| {
+            let (Some(path), Ok(meta)) = (path.to_str(), entry.metadata()) else {
+                return;
+            };
+            if let Some(entry) = Entry::from_metadata(path, &meta, names) {
+                visit(entry);
+            }
+        });
+    }
+
     /// After a reconcile: the whole branch against the index. Writes a
     /// snapshot when they differ, then deletes the files it replaced.
     pub(super) fn write_snapshot(&self) -> Result<(), MetaError> {
@@ -280,48 +293,50 @@ impl BranchWorker {
             meta.stale = !files.is_empty();
             meta.files = files;
         }
+        let mut names = std::mem::take(&mut self.meta().names);
+        let may_be_right = {
+            let meta = self.meta();
+            !meta.stale && !meta.files.is_empty() && meta.files.len() <= COMPACT_AFTER
+        };
+        if may_be_right {
+            // First only the digests: a reconcile that finds the index
+            // right writes nothing, however big the branch.
+            let mut known = HashMap::new();
+            self.walk_entries(&mut names, |entry| {
+                known.insert(path_digest(&entry.path), entry.digest());
+            });
+            if self.meta().known == known {
+                self.meta().names = names;
+                return Ok(());
+            }
+        }
         let scratch = self.meta_scratch()?;
-        let (file, mut names) = {
+        let file = {
             let mut meta = self.meta();
             let seq = meta.next_seq.expect("listed above");
             meta.next_seq = Some(seq + 1);
-            (IndexFile::Snapshot(seq), std::mem::take(&mut meta.names))
+            IndexFile::Snapshot(seq)
         };
+        // Then the snapshot, with the digests of what it holds (the branch
+        // may have changed since the first walk).
         let mut writer = remote::create_local(&scratch, file)?;
         let mut known = HashMap::new();
         let mut failed = None;
-        walk_tree(&self.spec.local, |path, _, entry| {
-            let (Some(path), Ok(meta)) = (path.to_str(), entry.metadata()) else {
-                return;
-            };
-            if let Some(entry) = Entry::from_metadata(path, &meta, &mut names) {
-                known.insert(path_digest(path), entry.digest());
-                if failed.is_none() {
-                    failed = writer.record(&Record::Put(entry)).err();
-                }
+        self.walk_entries(&mut names, |entry| {
+            known.insert(path_digest(&entry.path), entry.digest());
+            if failed.is_none() {
+                failed = writer.record(&Record::Put(entry)).err();
             }
         });
+        self.meta().names = names;
         let written = match failed {
             Some(err) => Err(err),
             None => writer.finish().map(drop),
         };
-        let io = |source| MetaError::Io {
+        written.map_err(|source| MetaError::Io {
             what: format!("writing {}", scratch.join(file.name()).display()),
             source,
-        };
-        written.map_err(io)?;
-        let same = {
-            let mut meta = self.meta();
-            meta.names = names;
-            !meta.stale
-                && meta.known == known
-                && meta.files.len() <= COMPACT_AFTER
-                && !meta.files.is_empty()
-        };
-        if same {
-            let _ = std::fs::remove_file(scratch.join(file.name()));
-            return Ok(());
-        }
+        })?;
         let sent = self.run_job(&remote::upload_call(&self.spec.remote, &scratch, file));
         let _ = std::fs::remove_file(scratch.join(file.name()));
         if let Err(failure) = sent {
