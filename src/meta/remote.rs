@@ -19,21 +19,13 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> MetaError {
 /// The index files under `remote` (`<name>:<path>`); none when it has no
 /// index yet.
 pub fn list(rclone: Rclone, remote: &str) -> Result<Vec<IndexFile>, MetaError> {
-    // Looked at first, so a remote without an index logs no listing error.
-    if rclone.stat(&Location::new(remote, META_DIR))?.is_none() {
-        return Ok(Vec::new());
-    }
-    let entries = match rclone.list(
+    let entries = rclone.list_if_present(
         &Location::new(remote, META_DIR),
         &ListOptions {
             files_only: true,
             ..ListOptions::default()
         },
-    ) {
-        Ok(entries) => entries,
-        Err(err) if err.is_not_found() => return Ok(Vec::new()),
-        Err(err) => return Err(err.into()),
-    };
+    )?;
     let mut files: Vec<IndexFile> = entries
         .iter()
         .filter_map(|entry| IndexFile::parse(&entry.name))
@@ -81,7 +73,7 @@ fn download(
 ) -> Result<String, MetaError> {
     let local = scratch.join(file.name());
     Call::copyfile(
-        &Location::new(remote, format!("{META_DIR}/{}", file.name())),
+        &Location::new(remote, on_remote(file)),
         &Location::new(scratch_fs(scratch), file.name()),
     )
     .run(rclone)?;
@@ -90,8 +82,8 @@ fn download(
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Starts writing an index file in `scratch`, to [`upload`] once
-/// finished.
+/// Starts writing an index file in `scratch`, to send with
+/// [`upload_call`] once finished.
 pub fn create_local(
     scratch: &Path,
     file: IndexFile,
@@ -108,12 +100,7 @@ pub fn create_local(
 
 /// Sends an index file written in `scratch` to `remote`, and removes it
 /// from `scratch` whatever the outcome.
-pub fn upload(
-    rclone: Rclone,
-    remote: &str,
-    scratch: &Path,
-    file: IndexFile,
-) -> Result<(), MetaError> {
+fn upload(rclone: Rclone, remote: &str, scratch: &Path, file: IndexFile) -> Result<(), MetaError> {
     let result = upload_call(remote, scratch, file).run(rclone);
     let _ = std::fs::remove_file(scratch.join(file.name()));
     result.map(|_| ()).map_err(MetaError::from)
@@ -124,7 +111,7 @@ pub fn upload(
 pub fn upload_call(remote: &str, scratch: &Path, file: IndexFile) -> Call {
     Call::copyfile(
         &Location::new(scratch_fs(scratch), file.name()),
-        &Location::new(remote, format!("{META_DIR}/{}", file.name())),
+        &Location::new(remote, on_remote(file)),
     )
 }
 
@@ -151,7 +138,7 @@ pub fn delete(rclone: Rclone, remote: &str, files: &[IndexFile]) -> Result<(), M
     for file in files {
         let result = Call::new(
             "operations/deletefile",
-            json!({"fs": remote, "remote": format!("{META_DIR}/{}", file.name())}),
+            json!({"fs": remote, "remote": on_remote(*file)}),
         )
         .run(rclone);
         match result {
@@ -160,6 +147,11 @@ pub fn delete(rclone: Rclone, remote: &str, files: &[IndexFile]) -> Result<(), M
         }
     }
     Ok(())
+}
+
+/// Where an index file is, relative to the remote directory.
+fn on_remote(file: IndexFile) -> String {
+    format!("{META_DIR}/{}", file.name())
 }
 
 fn scratch_fs(scratch: &Path) -> String {

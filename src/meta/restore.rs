@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use nix::fcntl::{AT_FDCWD, AtFlags, FallocateFlags, OFlag, fallocate, openat, renameat};
 use nix::sys::stat::{
-    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, utimensat,
+    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstat, fstatat, futimens, mkdirat, utimensat,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Group, Uid, UnlinkatFlags, User, fchown, fchownat, linkat, unlinkat};
@@ -290,18 +290,9 @@ impl Restore<'_> {
             Mode::empty(),
         )
         .ok()?;
-        let file = File::from(fd);
-        let kind = file.metadata().ok().map(|m| {
-            if m.is_dir() {
-                Kind::Dir
-            } else if m.is_file() {
-                Kind::File
-            } else {
-                Kind::Link
-            }
-        });
+        let kind = fstat(&fd).ok().and_then(|stat| kind_of(&stat));
         if kind == Some(entry.kind) {
-            Some(file)
+            Some(File::from(fd))
         } else {
             self.problem(
                 &entry.path,

@@ -247,6 +247,23 @@ impl Rclone {
         decode(method, answer["list"].clone())
     }
 
+    /// [`Rclone::list`] of a directory that may not exist: none holds no
+    /// entries. Looked at first, so a missing directory logs no rclone
+    /// listing error.
+    pub fn list_if_present(
+        &self,
+        at: &Location,
+        options: &ListOptions,
+    ) -> Result<Vec<Entry>, RcloneError> {
+        if self.stat(at)?.is_none() {
+            return Ok(Vec::new());
+        }
+        match self.list(at, options) {
+            Err(err) if err.is_not_found() => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     /// `operations/about`: space used and free on the remote `fs`.
     pub fn about(&self, fs: &str) -> Result<About, RcloneError> {
         let method = "operations/about";

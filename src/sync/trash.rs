@@ -89,21 +89,13 @@ pub const GIVE_WAY_MIN_DAYS: u32 = 7;
 /// The trash days of `remote`, oldest first (anything in the trash that is
 /// not a date is left out, and alone).
 pub fn days(rclone: Rclone, remote: &str) -> Result<Vec<String>, RcloneError> {
-    // Looked at first, so a remote without trash logs no listing error.
-    if rclone.stat(&Location::new(remote, TRASH_DIR))?.is_none() {
-        return Ok(Vec::new());
-    }
-    let entries = match rclone.list(
+    let entries = rclone.list_if_present(
         &Location::new(remote, TRASH_DIR),
         &ListOptions {
             dirs_only: true,
             ..ListOptions::default()
         },
-    ) {
-        Ok(entries) => entries,
-        Err(err) if err.is_not_found() => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
+    )?;
     let mut days: Vec<String> = entries
         .into_iter()
         .map(|entry| entry.name)

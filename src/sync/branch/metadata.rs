@@ -243,18 +243,15 @@ impl BranchWorker {
         // Even a failed one may be on the remote, torn or whole: the next
         // snapshot's clean-up deletes it.
         meta.files.push(file);
-        match result {
-            Ok(()) => {}
-            Err(err) => {
-                warn!(
-                    "{}: cannot write the metadata journal ({} change(s)); trying again later: {err}",
-                    self.spec.name,
-                    records.len()
-                );
-                let newer = std::mem::replace(&mut meta.pending, records);
-                meta.pending.extend(newer);
-                meta.since = Some(Instant::now());
-            }
+        if let Err(err) = result {
+            warn!(
+                "{}: cannot write the metadata journal ({} change(s)); trying again later: {err}",
+                self.spec.name,
+                records.len()
+            );
+            let newer = std::mem::replace(&mut meta.pending, records);
+            meta.pending.extend(newer);
+            meta.since = Some(Instant::now());
         }
     }
 

@@ -434,10 +434,9 @@ impl BranchWorker {
     /// place, into a directory of `.msync/partial/` first, then each is
     /// renamed into place.
     fn upload_list(&self, list: &str) -> Vec<Result<(), Failure>> {
-        let names: Vec<&str> = list.lines().collect();
         if !self.in_place {
             let outcome = self.copy_list(list, &self.spec.remote);
-            return vec![outcome; names.len()];
+            return vec![outcome; list.lines().count()];
         }
         self.send_list_whole(list)
     }
@@ -475,18 +474,9 @@ impl BranchWorker {
             let call = Call::move_dir(&self.remote_dir(from_name), &self.remote_dir(to_name));
             self.run_job(&call)
         } else if is_link {
-            let call = Call::movefile(
-                &self.at(&link_name(from_name)),
-                &self.at(&link_name(to_name)),
-            )
-            .filter(sync_filter())
-            .config(self.transfer_config());
-            call.run(self.rclone).map(|_| ()).map_err(Failure::from)
+            self.move_file(&link_name(from_name), &link_name(to_name))
         } else {
-            let call = Call::movefile(&self.at(from_name), &self.at(to_name))
-                .filter(sync_filter())
-                .config(self.transfer_config());
-            call.run(self.rclone).map(|_| ()).map_err(Failure::from)
+            self.move_file(from_name, to_name)
         };
         match result {
             Err(
@@ -504,6 +494,19 @@ impl BranchWorker {
             Err(failure) if failure.is_not_found() => self.upload(to),
             other => other,
         }
+    }
+
+    /// Moves a remote file server-side, one plain call; what it replaces
+    /// goes to the trash.
+    pub(super) fn move_file(&self, from: &str, to: &str) -> Result<(), Failure> {
+        // The filter keeps the trash (inside the destination) out of the
+        // destination's listing, which rclone requires of a backup-dir.
+        Call::movefile(&self.at(from), &self.at(to))
+            .filter(sync_filter())
+            .config(self.transfer_config())
+            .run(self.rclone)
+            .map(|_| ())
+            .map_err(Failure::from)
     }
 
     /// Runs a call as a job in the branch's stats group and waits for it,

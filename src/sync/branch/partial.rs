@@ -52,7 +52,7 @@ impl BranchWorker {
         let call = Call::copyfile(source, &self.at(&partial)).config(with_metadata(json!({})));
         let result = self
             .transfer(&call, big)
-            .and_then(|()| self.rename_into_place(&partial, name));
+            .and_then(|()| self.move_file(&partial, name));
         if result.is_err() {
             let at = json!({"fs": self.spec.remote, "remote": partial});
             let _ = Call::new("operations/deletefile", at).run(self.rclone);
@@ -150,7 +150,7 @@ impl BranchWorker {
                         } else {
                             format!("{below}/{name}")
                         };
-                        let result = self.rename_into_place(&format!("{partial}/{name}"), &target);
+                        let result = self.move_file(&format!("{partial}/{name}"), &target);
                         results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
                     }
                 });
@@ -162,17 +162,6 @@ impl BranchWorker {
             .into_iter()
             .map(|r| r.expect("every name was placed"))
             .collect()
-    }
-
-    /// The rename that completes an upload: server-side, and what it
-    /// replaces goes to the trash.
-    fn rename_into_place(&self, partial: &str, name: &str) -> Result<(), Failure> {
-        Call::movefile(&self.at(partial), &self.at(name))
-            .filter(sync_filter())
-            .config(self.transfer_config())
-            .run(self.rclone)
-            .map(|_| ())
-            .map_err(Failure::from)
     }
 
     /// Deletes a temporary directory once its files are placed (or their
