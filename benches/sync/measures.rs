@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::baseline::{DriverReport, EXCLUDES, SDriver};
-use crate::env::{Env, Fixture, Kind, run};
+use crate::env::{Env, Fixture, Kind, SftpLog, run};
 use crate::probe::{self, CpuUse, Memory, Requests};
 use crate::scale::{Scale, Tree};
 
@@ -191,6 +191,93 @@ impl ChangeRun {
     }
 }
 
+/// SFTP requests of one kind of change (a 4 KiB file made, overwritten,
+/// renamed or deleted), msync only; index writes left out (one journal
+/// covers every change of 10 s).
+#[derive(Debug, Clone, Serialize)]
+pub struct KindRun {
+    pub kind: &'static str,
+    /// Per measured round (a first, warm-up round makes the trash days).
+    pub requests: Vec<usize>,
+    pub median_requests: f64,
+    pub request_kinds: BTreeMap<String, usize>,
+}
+
+/// The kinds of change [`kind_runs`] makes, each with the target.
+pub const CHANGE_KINDS: &[(&str, usize)] =
+    &[("new", 5), ("overwrite", 7), ("rename", 3), ("delete", 3)];
+
+/// Makes each kind of change `rounds` times (after a warm-up round) in
+/// `kinds/` of the branch, each waited for on the remote and until the
+/// service is quiet, and counts the requests each cost.
+fn kind_runs(fixture: &Fixture, log: &SftpLog, rounds: usize, salt: u64) -> Vec<KindRun> {
+    let (branch, remote) = (
+        fixture.branch.join("kinds"),
+        fixture.remote_dir.join("kinds"),
+    );
+    std::fs::create_dir_all(&branch).unwrap();
+    fixture.wait_quiet(LONG);
+    let mut counted: BTreeMap<&str, Vec<Requests>> = BTreeMap::new();
+    for round in 0..=rounds {
+        let (made, moved) = (format!("n{round}.dat"), format!("m{round}.dat"));
+        for &(kind, _) in CHANGE_KINDS {
+            let log0 = log.len();
+            match kind {
+                "new" | "overwrite" => {
+                    let data = probe::content(4096, salt ^ (round as u64) << 8 ^ kind.len() as u64);
+                    std::fs::write(branch.join(&made), &data).unwrap();
+                    probe::wait_content(&remote.join(&made), &data, LONG)
+                        .unwrap_or_else(|| panic!("msync never sent {kind} {made}"));
+                }
+                "rename" => {
+                    std::fs::rename(branch.join(&made), branch.join(&moved)).unwrap();
+                    probe::wait_until(LONG, || {
+                        remote.join(&moved).exists() && !remote.join(&made).exists()
+                    })
+                    .unwrap_or_else(|| panic!("msync never renamed {made}"));
+                }
+                _ => {
+                    std::fs::remove_file(branch.join(&moved)).unwrap();
+                    probe::wait_until(LONG, || !remote.join(&moved).exists())
+                        .unwrap_or_else(|| panic!("msync never deleted {moved}"));
+                }
+            }
+            fixture.wait_quiet(LONG);
+            if round > 0 {
+                let text: String = log
+                    .since(log0)
+                    .lines()
+                    .filter(|line| !line.contains("/.msync/meta/"))
+                    .map(|line| format!("{line}\n"))
+                    .collect();
+                counted
+                    .entry(kind)
+                    .or_default()
+                    .push(probe::parse_requests(&text));
+            }
+        }
+    }
+    CHANGE_KINDS
+        .iter()
+        .map(|&(kind, _)| {
+            let runs = &counted[kind];
+            let mut request_kinds = BTreeMap::new();
+            for r in runs {
+                for (name, n) in &r.by_kind {
+                    *request_kinds.entry(name.clone()).or_default() += n;
+                }
+            }
+            let requests: Vec<usize> = runs.iter().map(|r| r.total).collect();
+            KindRun {
+                kind,
+                median_requests: median(&requests.iter().map(|&c| c as f64).collect::<Vec<_>>()),
+                requests,
+                request_kinds,
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleRun {
     pub seconds: u64,
@@ -211,6 +298,8 @@ pub struct BranchRun {
     pub service_pid: u32,
     pub latency: Vec<LatencyRun>,
     pub change: Vec<ChangeRun>,
+    /// SFTP only.
+    pub kinds: Vec<KindRun>,
     pub idle: Option<IdleRun>,
 }
 
@@ -340,6 +429,14 @@ pub fn branch_run(
         None,
     );
 
+    // Measure 2, per kind of change.
+    let kinds = if sftp {
+        eprintln!("  msync: requests of each kind of change");
+        kind_runs(fixture, &log, scale.kind_rounds, salt ^ 0x4B1D)
+    } else {
+        Vec::new()
+    };
+
     // Measure 6.
     let idle = idle.then(|| {
         eprintln!("  msync: idle for {} s", scale.idle_secs);
@@ -434,6 +531,7 @@ pub fn branch_run(
         service_pid: pid,
         latency: vec![latency_msync, latency_s],
         change: vec![change_msync, change_s],
+        kinds,
         idle,
     }
 }

@@ -246,11 +246,11 @@ impl Drop for Arrivals {
     }
 }
 
-/// Polls until `path` holds exactly `content`; returns when it did.
-pub fn wait_content(path: &Path, content: &[u8], timeout: Duration) -> Option<Instant> {
+/// Polls until `done` holds; returns when it did.
+pub fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> Option<Instant> {
     let deadline = Instant::now() + timeout;
     loop {
-        if std::fs::read(path).is_ok_and(|c| c == content) {
+        if done() {
             return Some(Instant::now());
         }
         if Instant::now() >= deadline {
@@ -258,6 +258,11 @@ pub fn wait_content(path: &Path, content: &[u8], timeout: Duration) -> Option<In
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Polls until `path` holds exactly `content`; returns when it did.
+pub fn wait_content(path: &Path, content: &[u8], timeout: Duration) -> Option<Instant> {
+    wait_until(timeout, || std::fs::read(path).is_ok_and(|c| c == content))
 }
 
 /// What the SFTP server logged between two offsets. sftp-server at

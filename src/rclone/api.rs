@@ -109,6 +109,26 @@ impl Call {
         Call::new("operations/movefile", file_pair(src, dst))
     }
 
+    /// `msync/placefile` (msync's own librclone only, see
+    /// [`Rclone::has_method`]): moves `from` to `to` on the remote `fs`,
+    /// what `to` held going to `backup` first; with `source`, `from` is
+    /// uploaded from there first. Fewer requests than `copyfile` and
+    /// `movefile` with a backup dir doing the same.
+    pub fn placefile(
+        fs: &str,
+        from: &str,
+        to: &str,
+        backup: &str,
+        source: Option<&Location>,
+    ) -> Call {
+        let mut params = json!({"fs": fs, "from": from, "to": to, "backup": backup});
+        if let Some(source) = source {
+            params["srcFs"] = json!(source.fs);
+            params["srcRemote"] = json!(source.remote);
+        }
+        Call::new("msync/placefile", params)
+    }
+
     /// `operations/deletefile`: deletes one file.
     pub fn deletefile(at: &Location) -> Call {
         Call::new(

@@ -6,10 +6,11 @@
 //! process. `RcloneRPC` is safe to call from many threads at once (each
 //! call is a goroutine-backed job inside rclone).
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString, c_char};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -36,6 +37,8 @@ struct Loaded {
     api: LibrcloneApi,
     path: PathBuf,
     version: String,
+    /// The RC methods the library has (`rc/list`), asked once.
+    methods: OnceLock<HashSet<String>>,
 }
 
 static LOADED: Mutex<Option<&'static Loaded>> = Mutex::new(None);
@@ -114,6 +117,27 @@ impl Rclone {
     /// inside Go, past msync's shutdown path.
     pub fn rpc(&self, method: &str, input: &Value) -> Result<Value, RcloneError> {
         rpc_with(&self.loaded.api, method, input)
+    }
+
+    /// Whether the library has the RC method `method`: msync's own shim
+    /// has calls an upstream librclone lacks. A library that cannot list
+    /// its methods is taken to have only upstream's.
+    pub fn has_method(&self, method: &str) -> bool {
+        self.loaded
+            .methods
+            .get_or_init(|| {
+                let answer = self
+                    .rpc("rc/list", &serde_json::json!({}))
+                    .unwrap_or_default();
+                answer["commands"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|command| command["Path"].as_str())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .contains(method)
     }
 }
 
@@ -235,6 +259,7 @@ fn initialise(
         api,
         path,
         version: text,
+        methods: OnceLock::new(),
     })))
 }
 

@@ -165,6 +165,10 @@ pub struct BranchWorker {
     /// The backend writes uploads in place: they go under a temporary
     /// name first (see [`super::backend`]).
     in_place: bool,
+    /// The library has msync's own `msync/placefile` (an upstream
+    /// librclone lacks it): file moves and whole uploads take fewer
+    /// requests.
+    places: bool,
     partials_cleaned: AtomicBool,
 }
 
@@ -189,6 +193,7 @@ enum Work {
 impl BranchWorker {
     pub fn new(spec: BranchSpec, config: EngineConfig, rclone: Rclone) -> BranchWorker {
         let in_place = super::backend::writes_in_place(rclone, &spec.remote);
+        let places = rclone.has_method("msync/placefile");
         BranchWorker {
             shared: Mutex::new(Shared {
                 table: PathTable::default(),
@@ -233,6 +238,7 @@ impl BranchWorker {
             wake: Condvar::new(),
             meta: Mutex::default(),
             in_place,
+            places,
             partials_cleaned: AtomicBool::new(false),
         }
     }

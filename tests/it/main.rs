@@ -11,6 +11,7 @@ mod interlocks;
 mod loader;
 mod pool;
 mod rc_api;
+mod requests;
 mod s3;
 mod service;
 mod sftp;

@@ -97,6 +97,12 @@ impl Pool {
 
     /// Starts the service with `extra` options.
     pub fn start_with(&mut self, extra: &[&str]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// Starts the service with `extra` options and `env` in its
+    /// environment.
+    pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let mut command = self.msync([
             "start",
             self.install.to_str().unwrap(),
@@ -104,7 +110,7 @@ impl Pool {
             "--debounce",
             DEBOUNCE,
         ]);
-        command.args(extra);
+        command.args(extra).envs(env.iter().copied());
         run(command);
         self.running = true;
         assert!(

@@ -189,6 +189,74 @@ fn typed_helpers_do_what_the_rclone_cli_sees() {
 }
 
 #[test]
+fn placefile_uploads_then_moves_into_place_keeping_the_old_version() {
+    let sandbox = Sandbox::new();
+    let rclone = rclone();
+    assert!(rclone.has_method("msync/placefile"));
+    assert!(!rclone.has_method("msync/no-such-call"));
+    let src = sandbox.path().join("src");
+    let dst = sandbox.path().join("dst");
+    let (src_fs, dst_fs) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    sandbox.make_file("src/a.txt", 1000);
+    sandbox.make_file("src/b.txt", 2000);
+    let source = |name: &str| Location::new(src_fs, name);
+
+    // New: uploaded under the temporary name, then moved; nothing to keep.
+    Call::placefile(
+        dst_fs,
+        "tmp/1",
+        "d/a.txt",
+        "old/a.txt",
+        Some(&source("a.txt")),
+    )
+    .run(rclone)
+    .unwrap();
+    assert_eq!(sandbox.remote_files(dst_fs), [("d/a.txt".to_owned(), 1000)]);
+    // Replaced: the old version goes to the backup name first.
+    Call::placefile(
+        dst_fs,
+        "tmp/2",
+        "d/a.txt",
+        "old/a.txt",
+        Some(&source("b.txt")),
+    )
+    .run(rclone)
+    .unwrap();
+    assert_eq!(
+        sandbox.remote_files(dst_fs),
+        [("d/a.txt".to_owned(), 2000), ("old/a.txt".to_owned(), 1000)]
+    );
+    // Without a source it is a move (a rename), still keeping what it
+    // replaces.
+    std::fs::copy(src.join("a.txt"), dst.join("d/c.txt")).unwrap();
+    Call::placefile(dst_fs, "d/c.txt", "d/a.txt", "old/a2.txt", None)
+        .run(rclone)
+        .unwrap();
+    assert_eq!(
+        sandbox.remote_files(dst_fs),
+        [
+            ("d/a.txt".to_owned(), 1000),
+            ("old/a.txt".to_owned(), 1000),
+            ("old/a2.txt".to_owned(), 2000)
+        ]
+    );
+    // Nothing to move: rclone's not-found error, and nothing changes.
+    let err = Call::placefile(dst_fs, "d/none", "d/a.txt", "old/a3.txt", None)
+        .run(rclone)
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    // A missing parameter is refused before anything is done.
+    let err = Call::new(
+        "msync/placefile",
+        json!({"fs": dst_fs, "from": "d/a.txt", "to": "x"}),
+    )
+    .run(rclone)
+    .unwrap_err();
+    assert!(err.message.contains("backup"), "{err}");
+    assert_eq!(sandbox.remote_files(dst_fs).len(), 3);
+}
+
+#[test]
 fn an_unknown_remote_is_a_clear_error() {
     let err = rclone().remote_type("nope").unwrap_err();
     assert_eq!(err.method, "config/get");

@@ -153,6 +153,38 @@ impl SftpServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The requests logged after `offset` (a length of [`SftpServer::log`]):
+    /// one line per SFTP request that names a path (read, write and
+    /// readdir are not logged at VERBOSE) and per remote command session
+    /// (rclone's `md5sum`).
+    pub fn requests_since(&self, offset: usize) -> Vec<String> {
+        const REQUESTS: &[&str] = &[
+            "open \"",
+            "close \"",
+            "opendir \"",
+            "closedir \"",
+            "stat name \"",
+            "lstat name \"",
+            "fstat \"",
+            "set \"",
+            "fset \"",
+            "remove name \"",
+            "rename old \"",
+            "posix-rename old \"",
+            "mkdir name \"",
+            "rmdir name \"",
+            "realpath \"",
+            "Starting session: command",
+        ];
+        let log = self.log();
+        log.get(offset..)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| REQUESTS.iter().any(|request| line.starts_with(request)))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Stops sshd and drops every connection it holds, as a server going
     /// down would. A no-op when already stopped.
     pub fn stop(&mut self) {

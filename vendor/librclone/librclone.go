@@ -55,6 +55,8 @@ func main() {}
 // LIBRCLONE_ATEXIT_SIGNALS=keep leaves the handler as upstream librclone
 // has it, so msync's tests can prove it survives an upstream build too.
 //
+// It registers msync's own RC calls (place.go) as well.
+//
 //export RcloneInitialize
 func RcloneInitialize() {
 	if mode, _ := hostEnv("LIBRCLONE_ATEXIT_SIGNALS"); mode != "keep" {
@@ -66,6 +68,11 @@ func RcloneInitialize() {
 		}
 	}
 	configfile.Install()
+	// LIBRCLONE_MSYNC_CALLS=off leaves them out, so msync's tests can prove
+	// it works with an upstream build that lacks them.
+	if mode, _ := hostEnv("LIBRCLONE_MSYNC_CALLS"); mode != "off" {
+		addMsyncCalls()
+	}
 	// The rclone CLI registers its global options for options/get and
 	// options/set when it parses its flags; a library has no flags, so it
 	// registers them here, and the host can set its retry policy.

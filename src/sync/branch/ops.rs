@@ -115,7 +115,22 @@ impl BranchWorker {
     /// Overwritten and deleted remote files go to today's trash, and what
     /// is sent carries rclone's own metadata where the backend keeps it.
     pub(super) fn transfer_config(&self) -> Value {
-        with_metadata(trash::backup_config(&self.spec.remote, SystemTime::now()))
+        self.sending_config(trash::backup_config(&self.spec.remote, SystemTime::now()))
+    }
+
+    /// `config` for a call that sends files: rclone's metadata goes along,
+    /// and on a backend that writes in place no hash is checked after an
+    /// upload. Those backends report none, so the check costs another
+    /// request (sftp runs `md5sum` in a new SSH session) or another read of
+    /// the file; the size is still checked, and SSH's own integrity checks
+    /// cover the bytes on the way. Comparisons (is this file unchanged?)
+    /// still use hashes.
+    pub(super) fn sending_config(&self, config: Value) -> Value {
+        let mut config = with_metadata(config);
+        if self.in_place {
+            config["IgnoreChecksum"] = json!(true);
+        }
+        config
     }
 
     /// Where the remote's file count at the last reconcile is kept: what
@@ -198,10 +213,13 @@ impl BranchWorker {
     }
 
     fn trash_object(&self, name: &str) -> Result<(), Failure> {
+        // The trash name is new (it carries the time to the millisecond):
+        // rclone need not look whether something is there.
         let call = Call::movefile(
             &self.at(name),
             &self.at(&trash::trashed(name, SystemTime::now())),
-        );
+        )
+        .config(json!({"NoCheckDest": true}));
         call.run(self.rclone).map(|_| ()).map_err(Failure::from)
     }
 
@@ -297,7 +315,7 @@ impl BranchWorker {
         }
         let call = Call::copy(&local, &self.remote_dir(name))
             .filter(sync_filter())
-            .config(with_metadata(trash::backup_config_below(
+            .config(self.sending_config(trash::backup_config_below(
                 &self.spec.remote,
                 name,
                 SystemTime::now(),
@@ -499,14 +517,17 @@ impl BranchWorker {
     /// Moves a remote file server-side, one plain call; what it replaces
     /// goes to the trash.
     pub(super) fn move_file(&self, from: &str, to: &str) -> Result<(), Failure> {
-        // The filter keeps the trash (inside the destination) out of the
-        // destination's listing, which rclone requires of a backup-dir.
-        Call::movefile(&self.at(from), &self.at(to))
-            .filter(sync_filter())
-            .config(self.transfer_config())
-            .run(self.rclone)
-            .map(|_| ())
-            .map_err(Failure::from)
+        let call = if self.places {
+            let backup = trash::trashed(to, SystemTime::now());
+            Call::placefile(&self.spec.remote, from, to, &backup, None)
+        } else {
+            // The filter keeps the trash (inside the destination) out of the
+            // destination's listing, which rclone requires of a backup-dir.
+            Call::movefile(&self.at(from), &self.at(to))
+                .filter(sync_filter())
+                .config(self.transfer_config())
+        };
+        call.run(self.rclone).map(|_| ()).map_err(Failure::from)
     }
 
     /// Runs a call as a job in the branch's stats group and waits for it,

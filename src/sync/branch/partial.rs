@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
 use log::{info, warn};
 use serde_json::json;
@@ -17,7 +18,7 @@ use serde_json::json;
 use super::BranchWorker;
 use crate::rclone::{Call, ListOptions, Location};
 use crate::sync::failure::{Failure, says_not_found};
-use crate::sync::{sync_filter, with_metadata};
+use crate::sync::{sync_filter, trash};
 
 /// Where uploads wait until they are whole.
 const PARTIAL_DIR: &str = ".msync/partial";
@@ -49,10 +50,18 @@ impl BranchWorker {
         big: bool,
     ) -> Result<(), Failure> {
         let partial = partial_name();
-        let call = Call::copyfile(source, &self.at(&partial)).config(with_metadata(json!({})));
-        let result = self
-            .transfer(&call, big)
-            .and_then(|()| self.move_file(&partial, name));
+        let result = if self.places {
+            // One call: the upload, the old version to the trash, the move.
+            let backup = trash::trashed(name, SystemTime::now());
+            let call = Call::placefile(&self.spec.remote, &partial, name, &backup, Some(source))
+                .config(self.sending_config(json!({})));
+            self.transfer(&call, big)
+        } else {
+            let call =
+                Call::copyfile(source, &self.at(&partial)).config(self.sending_config(json!({})));
+            self.transfer(&call, big)
+                .and_then(|()| self.move_file(&partial, name))
+        };
         if result.is_err() {
             let at = json!({"fs": self.spec.remote, "remote": partial});
             let _ = Call::new("operations/deletefile", at).run(self.rclone);
@@ -91,9 +100,7 @@ impl BranchWorker {
             json!({"srcFs": source, "dstFs": self.remote_dir(&partial)}),
         )
         .filter(sync_filter())
-        .config(with_metadata(
-            json!({"CompareDest": [compare], "IgnoreErrors": true}),
-        ));
+        .config(self.sending_config(json!({"CompareDest": [compare], "IgnoreErrors": true})));
         let copied = self.run_job(&call);
         if let Err(failure) = &copied
             && !matches!(failure, Failure::Path { .. })
