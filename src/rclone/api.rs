@@ -29,6 +29,9 @@ impl Location {
     }
 }
 
+/// The stats group of calls run without one of their own.
+const SHARED_GROUP: &str = "msync/calls";
+
 /// One RC method with its parameters.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -69,9 +72,13 @@ impl Call {
         self
     }
 
-    /// Runs the call to completion on this thread.
+    /// Runs the call to completion on this thread. What it moves or
+    /// checks is accounted in one stats group all such calls share: left
+    /// without one, rclone makes a group per call and, past 1,000 groups,
+    /// drops the oldest (perhaps a branch's own, its counts with it),
+    /// logging a line each time.
     pub fn run(&self, rclone: Rclone) -> Result<Value, RcloneError> {
-        rclone.rpc(&self.method, &Value::Object(self.params.clone()))
+        self.run_in(rclone, SHARED_GROUP)
     }
 
     /// Runs the call to completion on this thread, its transfers accounted
