@@ -29,6 +29,7 @@ use crate::meta::restore::{self, Mismatch, Owners, Restored};
 use crate::meta::{self as metadata, Index};
 use crate::progress::{ProgressView, summary_of_finished};
 use crate::rclone::{Call, Job, Location, Progress, Rclone, signals};
+use crate::sync::backend::hash_check_costs_a_read;
 use crate::sync::{local_fs, walk_branch};
 
 const REFRESH: Duration = Duration::from_millis(200);
@@ -136,8 +137,15 @@ fn start_downloads<'a>(rclone: Rclone, install: &'a InstallDir) -> anyhow::Resul
         // Symlinks stored as NAME.rclonelink come back as symlinks. No
         // rclone metadata here: rclone 1.60 would chmod through a restored
         // link (and fail on a dangling one); the index gives it all back.
+        // Where a hash check costs another read (an md5sum on an SFTP
+        // server per file), none is made: the size is checked, SSH checks
+        // the bytes on the way, and the index's sizes are checked after.
+        let ignore_checksum = hash_check_costs_a_read(rclone, &branch.remote);
         let job = Call::copy(&branch.remote, &local_fs(&staging))
-            .config(json!({ "CompareDest": [local_fs(&branch.dir)] }))
+            .config(json!({
+                "CompareDest": [local_fs(&branch.dir)],
+                "IgnoreChecksum": ignore_checksum,
+            }))
             .filter(json!({ "ExcludeRule": RESERVED_FILTER }))
             .start(rclone, &format!("msync/import/{}", branch.name))
             .with_context(|| format!("starting the import of {}", branch.remote))?;

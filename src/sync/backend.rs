@@ -1,6 +1,6 @@
 //! What the engine must know of a remote's backend beyond the RC calls:
 //! whether it writes an upload in place, where a killed upload leaves a
-//! torn file under the real name.
+//! torn file under the real name, and whether a hash check costs a read.
 
 use crate::rclone::Rclone;
 
@@ -19,6 +19,15 @@ const WRAPPERS: &[&str] = &["alias", "crypt", "chunker", "compress", "hasher", "
 /// one rename, a torn file costs data.
 pub fn writes_in_place(rclone: Rclone, remote: &str) -> bool {
     backend_type(rclone, remote).is_none_or(|kind| WRITES_IN_PLACE.contains(&kind.as_str()))
+}
+
+/// Whether checking a hash after a transfer to or from `remote` costs
+/// another read of the file. The backends that write in place keep no hash
+/// of their own: rclone computes one by reading the file again (local) or
+/// running a command on the server (sftp's `md5sum`, in a new SSH
+/// session), where an object store reports the hash it stores.
+pub fn hash_check_costs_a_read(rclone: Rclone, remote: &str) -> bool {
+    writes_in_place(rclone, remote)
 }
 
 /// The type of the backend that finally stores `remote`'s files,

@@ -18,7 +18,7 @@
 //! temporary name first (`branch/partial.rs`, `backend.rs`), so no torn
 //! file is ever under a real name.
 
-mod backend;
+pub mod backend;
 mod branch;
 mod failure;
 pub mod guard;

@@ -120,11 +120,10 @@ impl BranchWorker {
 
     /// `config` for a call that sends files: rclone's metadata goes along,
     /// and on a backend that writes in place no hash is checked after an
-    /// upload. Those backends report none, so the check costs another
-    /// request (sftp runs `md5sum` in a new SSH session) or another read of
-    /// the file; the size is still checked, and SSH's own integrity checks
-    /// cover the bytes on the way. Comparisons (is this file unchanged?)
-    /// still use hashes.
+    /// upload: there the check costs another read of the file (see
+    /// [`crate::sync::backend::hash_check_costs_a_read`]). The size is
+    /// still checked, and SSH's own integrity checks cover the bytes on
+    /// the way. Comparisons (is this file unchanged?) still use hashes.
     pub(super) fn sending_config(&self, config: Value) -> Value {
         let mut config = with_metadata(config);
         if self.in_place {
