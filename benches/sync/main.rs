@@ -8,7 +8,8 @@
 //! 4. renaming a big directory: bytes sent again — msync vs S;
 //! 5. the big branch's start-to-settled time, memory and inotify watches;
 //! 6. the idle service's CPU;
-//! 7. the per-call numbers of `benches/rc_call.rs`, when present.
+//! 7. the per-call numbers of `benches/rc_call.rs`, when present;
+//! 8. many small files copied into a running service's branch — msync vs R.
 //!
 //! S is the original approach (inotifywait + a whole-branch `rclone sync`
 //! per batch of events), R plain rclone; both are Debian's tools. Every
@@ -76,6 +77,7 @@ fn main() {
     eprintln!("scratch: {}", env.path().display());
     let mut branch = Vec::new();
     let mut bulk = Vec::new();
+    let mut many = Vec::new();
     let mut rename = Vec::new();
 
     if selection.small {
@@ -139,6 +141,12 @@ fn main() {
             bulk.push(measures::bulk_run(&env, kind, &scale));
         }
     }
+    if selection.many {
+        for &kind in &selection.remotes {
+            eprintln!("[many small files, {}]", kind.name());
+            many.push(measures::many_run(&env, kind, &scale));
+        }
+    }
     if selection.rename {
         for &kind in &selection.remotes {
             eprintln!("[rename, {}]", kind.name());
@@ -164,6 +172,7 @@ fn main() {
         runtime_s: started.elapsed().as_secs_f64(),
         branch,
         bulk,
+        many,
         rename,
         rc_call,
     };

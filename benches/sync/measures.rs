@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -570,6 +571,11 @@ pub struct BulkRun {
     pub import: Vec<BulkSide>,
 }
 
+/// R's options: msync's transfers, and its policy on local and SFTP
+/// remotes of checking sizes, not hashes, after a transfer (there a hash
+/// costs another read of every file), so both sides do the same work.
+const R_OPTIONS: &[&str] = &["--transfers", "4", "--ignore-checksum"];
+
 /// Files and bytes below `dir`.
 fn tally(dir: &Path) -> (usize, u64) {
     let all = probe::inodes(dir);
@@ -645,7 +651,7 @@ pub fn bulk_run(env: &Env, kind: Kind, scale: &Scale) -> BulkRun {
                     .arg("sync")
                     .arg(&source)
                     .arg(&remote)
-                    .args(["--transfers", "4"])
+                    .args(R_OPTIONS)
                     .args(EXCLUDES));
                 (started.elapsed(), probe::children_cpu() - children0)
             };
@@ -687,12 +693,13 @@ pub fn bulk_run(env: &Env, kind: Kind, scale: &Scale) -> BulkRun {
                 nix::unistd::sync();
                 children0 = probe::children_cpu();
                 started = Instant::now();
-                run(env.rclone().arg("copy").arg(&remote).arg(&target).args([
-                    "--transfers",
-                    "4",
-                    "--exclude",
-                    "/.msync/**",
-                ]));
+                run(env
+                    .rclone()
+                    .arg("copy")
+                    .arg(&remote)
+                    .arg(&target)
+                    .args(R_OPTIONS)
+                    .args(["--exclude", "/.msync/**"]));
                 let wall = started.elapsed();
                 check(&target.join("bulk"), "rclone copy");
                 std::fs::remove_dir_all(&target).unwrap();
@@ -723,6 +730,114 @@ pub fn bulk_run(env: &Env, kind: Kind, scale: &Scale) -> BulkRun {
         import: vec![
             BulkSide::new("msync", bytes, i_msync.0, i_msync.1),
             BulkSide::new("R", bytes, i_r.0, i_r.1),
+        ],
+    }
+}
+
+/// Measure 8: many small files at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManyRun {
+    pub remote: Kind,
+    pub files: usize,
+    pub bytes: u64,
+    pub rounds: usize,
+    /// msync: from the copy into the branch of a running service until
+    /// every file is on the remote; R: `rclone copy --transfers 4`.
+    pub sides: Vec<BulkSide>,
+}
+
+/// Measure 8: `cp -r` of a tree of many small files into the branch of a
+/// running, settled service, timed until the remote holds every file,
+/// against `rclone copy --transfers 4` of the same tree, in alternating
+/// order, the remote emptied before each run. msync's CPU is the
+/// service's over the run; R's is rclone's.
+pub fn many_run(env: &Env, kind: Kind, scale: &Scale) -> ManyRun {
+    let remote_path = format!("many-{}", kind.name());
+    let remote = format!("{}:{remote_path}", kind.name());
+    let remote_dir = env.remote_root(kind).join(&remote_path);
+    let source = env
+        .path()
+        .join("work")
+        .join(format!("many-source-{}", kind.name()));
+    for i in 0..scale.many_files {
+        let dir = source.join(format!("d{:02}", i % 100));
+        if i < 100 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        std::fs::write(
+            dir.join(format!("f{i:05}.dat")),
+            probe::content(scale.many_file_size, 0x3A11 ^ i as u64),
+        )
+        .unwrap();
+    }
+    let (files, bytes) = tally(&source);
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let arrived = |dir: &Path| tally(dir) == (files, bytes);
+
+    let mut sides: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    for round in 0..scale.bulk_rounds {
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            probe::clear_dir(&remote_dir, &[]);
+            nix::unistd::sync();
+            let (wall, cpu) = if side == 0 {
+                let label = format!("many-{}-{round}", kind.name());
+                let mut fixture = Fixture::at(env, kind, &label, &remote_path);
+                fixture.start(scale.debounce());
+                let pid = fixture.wait_settled(LONG).pid;
+                let before = probe::cpu_sample(pid);
+                let started = Instant::now();
+                run(Command::new("cp")
+                    .arg("-r")
+                    .arg(&source)
+                    .arg(fixture.branch.join("many")));
+                // Polled every 100 ms: a walk of the remote costs CPU the
+                // service would miss.
+                let done = probe::wait_until_every(LONG, Duration::from_millis(100), || {
+                    arrived(&remote_dir.join("many"))
+                })
+                .unwrap_or_else(|| panic!("msync never sent every file of {}", source.display()));
+                let wall = done - started;
+                fixture.wait_quiet(LONG);
+                let cpu = probe::cpu_used(&[(before, probe::cpu_sample(pid))]).cpu;
+                fixture.stop();
+                (wall, cpu)
+            } else {
+                let children0 = probe::children_cpu();
+                let started = Instant::now();
+                run(env
+                    .rclone()
+                    .arg("copy")
+                    .arg(&source)
+                    .arg(format!("{remote}/many"))
+                    .args(R_OPTIONS));
+                let wall = started.elapsed();
+                assert!(
+                    arrived(&remote_dir.join("many")),
+                    "rclone copy left files out"
+                );
+                (wall, probe::children_cpu() - children0)
+            };
+            eprintln!(
+                "  many small files round {}: {} {:.2} s",
+                round + 1,
+                ["msync", "R"][side],
+                wall.as_secs_f64()
+            );
+            sides[side].0.push(ms(wall));
+            sides[side].1.push(ms(cpu));
+        }
+    }
+    probe::clear_dir(&remote_dir, &[]);
+    std::fs::remove_dir_all(&source).unwrap();
+    let [m, r] = sides;
+    ManyRun {
+        remote: kind,
+        files,
+        bytes,
+        rounds: scale.bulk_rounds,
+        sides: vec![
+            BulkSide::new("msync", bytes, m.0, m.1),
+            BulkSide::new("R", bytes, r.0, r.1),
         ],
     }
 }

@@ -248,6 +248,15 @@ impl Drop for Arrivals {
 
 /// Polls until `done` holds; returns when it did.
 pub fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> Option<Instant> {
+    wait_until_every(timeout, Duration::from_millis(5), done)
+}
+
+/// [`wait_until`], looking every `period`.
+pub fn wait_until_every(
+    timeout: Duration,
+    period: Duration,
+    done: impl Fn() -> bool,
+) -> Option<Instant> {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {
@@ -256,7 +265,7 @@ pub fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> Option<Instant>
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(period);
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Scale {
     pub bulk_big_files: usize,
     pub bulk_big_size: usize,
     pub bulk_rounds: usize,
+    /// Measure 8: many small files copied in at once.
+    pub many_files: usize,
+    pub many_file_size: usize,
     pub rename_files: usize,
     pub rename_file_size: usize,
     pub idle_secs: u64,
@@ -113,6 +116,8 @@ impl Scale {
             bulk_big_files: 4,
             bulk_big_size: 256 * MIB,
             bulk_rounds: 3,
+            many_files: 10_000,
+            many_file_size: 4 * KIB,
             rename_files: 8,
             rename_file_size: 128 * MIB,
             idle_secs: 60,
@@ -167,6 +172,7 @@ impl Scale {
             bulk_big_files: 2,
             bulk_big_size: 4 * MIB,
             bulk_rounds: 2,
+            many_files: 500,
             rename_files: 4,
             rename_file_size: MIB,
             idle_secs: 5,
@@ -256,13 +262,14 @@ impl Scale {
     }
 }
 
-/// Which parts run: `MSYNC_BENCH_ONLY=small,big,bulk,rename` (default all)
+/// Which parts run: `MSYNC_BENCH_ONLY=small,big,bulk,many,rename` (default all)
 /// and `MSYNC_BENCH_REMOTES=local,sftp` (default both).
 #[derive(Debug, Clone, Serialize)]
 pub struct Selection {
     pub small: bool,
     pub big: bool,
     pub bulk: bool,
+    pub many: bool,
     pub rename: bool,
     pub remotes: Vec<Kind>,
 }
@@ -273,8 +280,8 @@ impl Selection {
         let parts: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
         for part in &parts {
             assert!(
-                ["small", "big", "bulk", "rename"].contains(part),
-                "MSYNC_BENCH_ONLY: unknown part {part:?}; use small, big, bulk, rename"
+                ["small", "big", "bulk", "many", "rename"].contains(part),
+                "MSYNC_BENCH_ONLY: unknown part {part:?}; use small, big, bulk, many, rename"
             );
         }
         let wants = |name: &str| parts.is_empty() || parts.contains(&name);
@@ -297,6 +304,7 @@ impl Selection {
             small: wants("small"),
             big: wants("big"),
             bulk: wants("bulk"),
+            many: wants("many"),
             rename: wants("rename"),
             remotes,
         }
