@@ -59,9 +59,9 @@ pub enum RawKind {
     /// Closed after writing (`IN_CLOSE_WRITE`), or complete when it
     /// appeared (a symlink, a hard link, a file moved in): `Write` once quiet.
     Closed,
-    /// Seen by a scan of a new directory: `Write` once quiet, unless a
-    /// `Write` is already pending there (then the file's own events, which
-    /// know whether it is still open, decide).
+    /// Seen by a scan of a new directory: `Write` once quiet (as if just
+    /// closed), unless a `Write` is already pending there (then the file's
+    /// own events, which know whether it is still open, decide).
     Found,
     Deleted {
         is_dir: bool,
@@ -236,8 +236,12 @@ impl Debouncer {
                 let pending = self
                     .last_at(branch, &path)
                     .is_some_and(|seq| self.entries[&seq].kind == ChangeKind::Write);
+                // Waits as a file just closed does: the directory is
+                // watched now, so if its writer is not done, the close to
+                // come is seen and sends the last version.
                 if !pending {
-                    self.write(branch, path, Some(now + self.debounce));
+                    let wait = self.write_wait(branch, &path, now);
+                    self.write(branch, path, Some(now + wait));
                 }
             }
             RawKind::Deleted { is_dir } => self.delete(branch, path, is_dir, now),

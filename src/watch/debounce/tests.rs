@@ -443,6 +443,22 @@ fn a_cold_file_goes_out_quickly_and_a_rename_right_after_its_close_is_seen_first
 }
 
 #[test]
+fn files_a_scan_finds_in_a_new_directory_go_out_quickly_too() {
+    // `cp -r`: files written into a directory before its watch existed.
+    let mut b = adaptive();
+    b.add(ms(0), "d", RawKind::DirCreated);
+    b.add(ms(1), "d/f", RawKind::Found);
+    assert_eq!(
+        b.due(ms(1) + super::QUICK),
+        vec![change("d", ChangeKind::DirCreate), write("d/f")]
+    );
+    // One still being written is held by its own events, as before.
+    b.add(ms(50), "d/g", RawKind::Modified);
+    b.add(ms(51), "d/g", RawKind::Found);
+    assert!(b.due(ms(51) + D).is_empty());
+}
+
+#[test]
 fn each_close_while_warm_doubles_the_wait_and_a_quiet_file_cools_down() {
     let mut b = adaptive();
     let close = |b: &mut Bench, at: u64| {
