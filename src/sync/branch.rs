@@ -50,7 +50,10 @@ use crate::install::DirIdentity;
 use crate::rclone::Rclone;
 use crate::space::Capacity;
 
-/// How often a running job is polled.
+/// How often a running job is polled: soon at first (most jobs of a
+/// burst of small files are done in a few milliseconds, and a wait of a
+/// whole poll would be most of their time), then less often, up to `POLL`.
+const POLL_FIRST: Duration = Duration::from_millis(2);
 const POLL: Duration = Duration::from_millis(50);
 /// How often a held branch (no marker) is looked at again.
 const HELD_RECHECK: Duration = Duration::from_secs(5);

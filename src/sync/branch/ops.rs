@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 use log::{info, warn};
 use serde_json::{Value, json};
 
-use super::{BranchWorker, POLL};
+use super::{BranchWorker, POLL, POLL_FIRST};
 use crate::install::write_private;
 use crate::rclone::{Call, Job, Location};
 use crate::space::size::Shown;
@@ -571,6 +571,7 @@ impl BranchWorker {
 
     fn wait_for(&self, job: &Job) -> Result<(), Failure> {
         let mut cancelled = false;
+        let mut poll = POLL_FIRST;
         loop {
             let status = job.status()?;
             if status.finished {
@@ -592,7 +593,8 @@ impl BranchWorker {
                 let _ = job.cancel();
                 cancelled = true;
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(POLL);
         }
     }
 

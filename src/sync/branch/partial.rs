@@ -23,22 +23,23 @@ use crate::sync::{sync_filter, trash};
 /// Where uploads wait until they are whole.
 const PARTIAL_DIR: &str = ".msync/partial";
 
-/// A temporary name in [`PARTIAL_DIR`]: unique to this process (its pid
-/// and start time) and to the upload, so what an earlier run left there,
-/// if its clean-up failed, is never taken for a new upload.
-fn partial_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
+/// This process's directory in [`PARTIAL_DIR`], named by its pid and
+/// start time, so what an earlier run left there, if its clean-up failed,
+/// is never taken for a new upload.
+fn run_dir() -> &'static str {
     static RUN: OnceLock<String> = OnceLock::new();
-    let run = RUN.get_or_init(|| {
+    RUN.get_or_init(|| {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        format!("{}-{started}", std::process::id())
-    });
-    format!(
-        "{PARTIAL_DIR}/{run}-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+        format!("{PARTIAL_DIR}/{}-{started}", std::process::id())
+    })
+}
+
+/// A temporary name of its own for one upload, beside [`run_dir`].
+fn partial_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{}-{}", run_dir(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl BranchWorker {
@@ -70,18 +71,34 @@ impl BranchWorker {
     }
 
     /// Sends the branch files of `list` (one relative name a line) as one
-    /// job into a temporary directory, then renames each into place: one
-    /// result per name, in order.
+    /// job into [`run_dir`], each under its own relative name, then moves
+    /// each into place: one result per name, in order.
+    ///
+    /// Every batch uses the same directory, so rclone keeps one Fs for it
+    /// and its connections (a directory per batch opened a new Fs, and on
+    /// SFTP new SSH connections, each time). Batches in flight at once
+    /// never hold the same path (the engine sends a path once at a time).
     pub(super) fn send_list_whole(&self, list: &str) -> Vec<Result<(), Failure>> {
         let names: Vec<String> = list.lines().map(str::to_owned).collect();
-        let partial = partial_name();
-        if let Err(failure) = self.copy_list(list, &self.remote_dir(&partial)) {
-            self.forget_partial(&partial);
+        let staging = run_dir();
+        if let Err(failure) = self.copy_list(list, &self.remote_dir(staging)) {
+            // What it staged stays: the retry stages the same names again,
+            // and the next start empties the directory.
             return vec![Err(failure); names.len()];
         }
-        let results = self.place_all(&partial, &names, "");
-        self.forget_partial(&partial);
+        let results = self.place_all(staging, &names, "");
+        for (name, result) in names.iter().zip(&results) {
+            if result.is_err() {
+                self.forget_staged(&format!("{staging}/{name}"));
+            }
+        }
         results
+    }
+
+    /// Deletes a staged file whose placing failed; one that cannot be
+    /// deleted now goes at the next start.
+    fn forget_staged(&self, name: &str) {
+        let _ = Call::deletefile(&self.at(name)).run(self.rclone);
     }
 
     /// Sends what differs between the local directory `source` and `below`
@@ -144,6 +161,23 @@ impl BranchWorker {
     /// Renames `partial/<name>` to `below/<name>` for each name, a few at
     /// a time.
     fn place_all(&self, partial: &str, names: &[String], below: &str) -> Vec<Result<(), Failure>> {
+        self.in_parallel(names, |name| {
+            let target = if below.is_empty() {
+                name.clone()
+            } else {
+                format!("{below}/{name}")
+            };
+            self.move_file(&format!("{partial}/{name}"), &target)
+        })
+    }
+
+    /// `work` for each name, as many at a time as the branch's transfers:
+    /// one result per name, in order.
+    fn in_parallel(
+        &self,
+        names: &[String],
+        work: impl Fn(&String) -> Result<(), Failure> + Sync,
+    ) -> Vec<Result<(), Failure>> {
         let results: Mutex<Vec<Option<Result<(), Failure>>>> = Mutex::new(vec![None; names.len()]);
         let next = AtomicU64::new(0);
         std::thread::scope(|scope| {
@@ -152,12 +186,7 @@ impl BranchWorker {
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed) as usize;
                         let Some(name) = names.get(index) else { break };
-                        let target = if below.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{below}/{name}")
-                        };
-                        let result = self.move_file(&format!("{partial}/{name}"), &target);
+                        let result = work(name);
                         results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
                     }
                 });
