@@ -9,7 +9,9 @@
 //! 5. the big branch's start-to-settled time, memory and inotify watches;
 //! 6. the idle service's CPU;
 //! 7. the per-call numbers of `benches/rc_call.rs`, when present;
-//! 8. many small files copied into a running service's branch — msync vs R.
+//! 8. many small files copied into a running service's branch — msync vs R;
+//! 9. a branch of a million files: start to settled, memory, watches and
+//!    the cost of one change (when named, or at full scale).
 //!
 //! S is the original approach (inotifywait + a whole-branch `rclone sync`
 //! per batch of events), R plain rclone; both are Debian's tools. Every
@@ -147,6 +149,10 @@ fn main() {
             many.push(measures::many_run(&env, kind, &scale));
         }
     }
+    let huge = selection.huge.then(|| {
+        eprintln!("[a million files, local]");
+        measures::huge_run(&env, &scale)
+    });
     if selection.rename {
         for &kind in &selection.remotes {
             eprintln!("[rename, {}]", kind.name());
@@ -174,6 +180,7 @@ fn main() {
         bulk,
         many,
         rename,
+        huge,
         rc_call,
     };
     drop(env);

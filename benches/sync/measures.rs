@@ -12,6 +12,7 @@ use crate::baseline::{DriverReport, EXCLUDES, SDriver};
 use crate::env::{Env, Fixture, Kind, SftpLog, run};
 use crate::probe::{self, CpuUse, Memory, Requests};
 use crate::scale::{Scale, Tree};
+use msync::service::ServiceStatus;
 
 /// How long any one wait may take before the bench gives up loudly.
 const LONG: Duration = Duration::from_secs(1200);
@@ -304,6 +305,42 @@ pub struct BranchRun {
     pub idle: Option<IdleRun>,
 }
 
+/// Writes `data` to `relative` in the branch and waits until the remote
+/// holds it and the service is quiet: close to arrival in ms, and the
+/// service's CPU samples around the change.
+fn one_change(
+    fixture: &Fixture,
+    pid: u32,
+    relative: &str,
+    data: &[u8],
+) -> (f64, (probe::CpuSample, probe::CpuSample)) {
+    let before = probe::cpu_sample(pid);
+    std::fs::write(fixture.branch.join(relative), data).unwrap();
+    let closed = Instant::now();
+    let seen = probe::wait_content(&fixture.remote_dir.join(relative), data, LONG)
+        .unwrap_or_else(|| panic!("msync never sent {relative}:\n{}", fixture.log_tail()));
+    let wall = ms(seen - closed);
+    fixture.wait_quiet(LONG);
+    (wall, (before, probe::cpu_sample(pid)))
+}
+
+/// Starts msync on the fixture and waits until it is settled: how long
+/// that took, the status then and the service's memory then.
+fn start_and_settle(fixture: &mut Fixture, scale: &Scale) -> (Duration, ServiceStatus, Memory) {
+    let started = Instant::now();
+    fixture.start(scale.debounce());
+    let settled = fixture.wait_settled(LONG);
+    let start_to_settled = started.elapsed();
+    let memory = probe::memory(settled.pid);
+    eprintln!(
+        "  msync: settled after {:.1} s, {} watches, VmHWM {} MiB",
+        start_to_settled.as_secs_f64(),
+        settled.inotify_watches,
+        memory.hwm_kib / 1024
+    );
+    (start_to_settled, settled, memory)
+}
+
 /// Writes `count` files into `dir` at `rate` per second; returns when each
 /// was closed.
 fn write_stream(dir: &Path, names: &[String], size: usize, rate: f64, salt: u64) -> Vec<Instant> {
@@ -353,18 +390,8 @@ pub fn branch_run(
 
     // msync: start and settle (measure 5).
     eprintln!("  msync: start on {} files", tree.files());
-    let started = Instant::now();
-    fixture.start(scale.debounce());
-    let settled = fixture.wait_settled(LONG);
-    let start_to_settled = started.elapsed();
+    let (start_to_settled, settled, memory_settled) = start_and_settle(fixture, scale);
     let pid = settled.pid;
-    let memory_settled = probe::memory(pid);
-    eprintln!(
-        "  msync: settled after {:.1} s, {} watches, VmHWM {} MiB",
-        start_to_settled.as_secs_f64(),
-        settled.inotify_watches,
-        memory_settled.hwm_kib / 1024
-    );
     std::thread::sleep(Duration::from_millis(500));
 
     // Measure 1, msync.
@@ -405,14 +432,9 @@ pub fn branch_run(
             Some(data.clone())
         );
         let log0 = log.len();
-        let before = probe::cpu_sample(pid);
-        std::fs::write(fixture.branch.join(&relative), &data).unwrap();
-        let closed = Instant::now();
-        let seen = probe::wait_content(&fixture.remote_dir.join(&relative), &data, LONG)
-            .unwrap_or_else(|| panic!("msync never sent {relative}:\n{}", fixture.log_tail()));
-        walls.push(ms(seen - closed));
-        fixture.wait_quiet(LONG);
-        pairs.push((before, probe::cpu_sample(pid)));
+        let (wall, cpu) = one_change(fixture, pid, &relative, &data);
+        walls.push(wall);
+        pairs.push(cpu);
         if sftp {
             let text = log.since(log0);
             if first_log.is_empty() {
@@ -839,6 +861,76 @@ pub fn many_run(env: &Env, kind: Kind, scale: &Scale) -> ManyRun {
             BulkSide::new("msync", bytes, m.0, m.1),
             BulkSide::new("R", bytes, r.0, r.1),
         ],
+    }
+}
+
+/// Measure 9: a branch of a million files.
+#[derive(Debug, Clone, Serialize)]
+pub struct HugeRun {
+    pub remote: Kind,
+    pub files: usize,
+    pub dirs: usize,
+    /// Making the tree and its copy on the remote (`cp -a`), for scale.
+    pub seed_ms: f64,
+    pub start_to_settled_ms: f64,
+    pub memory_settled: Memory,
+    pub memory_end: Memory,
+    pub inotify_watches: usize,
+    /// `fs.inotify.max_user_watches` during the run.
+    pub max_user_watches: u64,
+    pub change: ChangeRun,
+}
+
+/// Measure 9: a branch of a million files, in sync with a local remote
+/// (as after an import), started and waited for until settled, then the
+/// single changes of measure 2 made on it. msync only: S's whole-branch
+/// sync takes minutes per change at this size.
+pub fn huge_run(env: &Env, scale: &Scale) -> HugeRun {
+    let tree = &scale.huge;
+    let mut fixture = Fixture::new(env, Kind::Local, "huge-local");
+    eprintln!("  making {} files", crate::report::thousands(tree.files()));
+    let seeding = Instant::now();
+    seed_fixture(env, &fixture, tree, 3);
+    let seed = seeding.elapsed();
+    eprintln!("  made in {:.0} s; msync: start", seed.as_secs_f64());
+    let (start_to_settled, settled, memory_settled) = start_and_settle(&mut fixture, scale);
+    let pid = settled.pid;
+    fixture.wait_quiet(LONG);
+    let mut walls = Vec::new();
+    let mut pairs = Vec::new();
+    for round in 0..scale.change_rounds {
+        let relative = tree.changed_file(round, 0);
+        let data = probe::content(tree.file_size, 0x4A6E ^ round as u64);
+        let (wall, cpu) = one_change(&fixture, pid, &relative, &data);
+        walls.push(wall);
+        pairs.push(cpu);
+    }
+    let change = ChangeRun::new(
+        "msync",
+        walls,
+        probe::cpu_used(&pairs),
+        Vec::new(),
+        Vec::new(),
+        None,
+    );
+    let memory_end = probe::memory(pid);
+    fixture.stop();
+    probe::clear_dir(&fixture.branch, &[".msync-branch"]);
+    probe::clear_dir(&fixture.remote_dir, &[]);
+    HugeRun {
+        remote: Kind::Local,
+        files: tree.files(),
+        dirs: tree.dirs(),
+        seed_ms: ms(seed),
+        start_to_settled_ms: ms(start_to_settled),
+        memory_settled,
+        memory_end,
+        inotify_watches: settled.inotify_watches,
+        max_user_watches: std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0),
+        change,
     }
 }
 

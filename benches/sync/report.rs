@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::env::Kind;
-use crate::measures::{BranchRun, BulkRun, BulkSide, CHANGE_KINDS, ManyRun, RenameRun};
+use crate::measures::{BranchRun, BulkRun, BulkSide, CHANGE_KINDS, HugeRun, ManyRun, RenameRun};
 use crate::scale::{Scale, Selection, bytes};
 
 /// One line of the summary.
@@ -30,6 +30,7 @@ pub struct Report {
     pub branch: Vec<BranchRun>,
     pub bulk: Vec<BulkRun>,
     pub many: Vec<ManyRun>,
+    pub huge: Option<HugeRun>,
     pub rename: Vec<RenameRun>,
     pub rc_call: Option<Value>,
 }
@@ -240,6 +241,73 @@ impl Report {
                 target: "≥ 1.00× R".into(),
                 result: result(ratio >= 1.0, &format!("{} of R's speed", times(ratio))),
             });
+        }
+        if let Some(run) = &self.huge {
+            let branch = format!("branch of {} files", thousands(run.files));
+            let remote = remote_name(run.remote);
+            // The 100,000-file branch of the same remote, for flatness.
+            let big = self
+                .branch
+                .iter()
+                .find(|b| b.size == "big" && b.remote == run.remote);
+            let report_only = |item: String, msync: String, baseline: String| Row {
+                measure: "9 a million files".into(),
+                item,
+                remote: remote.clone(),
+                msync,
+                baseline,
+                ratio: "—".into(),
+                target: "—".into(),
+                result: "report only".into(),
+            };
+            rows.push(report_only(
+                format!("`start` to first settled status, {branch}"),
+                secs(run.start_to_settled_ms),
+                big.map_or("—".into(), |b| {
+                    format!("{} at 100,000 files", secs(b.start_to_settled_ms))
+                }),
+            ));
+            rows.push(Row {
+                measure: "9 a million files".into(),
+                item: format!("service memory VmHWM (VmRSS at end), {branch}"),
+                remote: remote.clone(),
+                msync: format!(
+                    "{} ({})",
+                    mb(run.memory_end.hwm_kib),
+                    mb(run.memory_end.rss_kib)
+                ),
+                baseline: "—".into(),
+                ratio: "—".into(),
+                target: "≤ 300 MB".into(),
+                result: result(
+                    run.memory_end.hwm_kib as f64 * 1024.0 / 1e6 <= 300.0,
+                    &mb(run.memory_end.hwm_kib),
+                ),
+            });
+            rows.push(report_only(
+                format!("CPU / time to the remote of one change (median), {branch}"),
+                format!(
+                    "{} / {}",
+                    cpu(run.change.cpu_per_change_ms),
+                    secs(run.change.median_wall_ms)
+                ),
+                big.map_or("—".into(), |b| {
+                    format!(
+                        "{} / {} at 100,000 files",
+                        cpu(b.change[0].cpu_per_change_ms),
+                        secs(b.change[0].median_wall_ms)
+                    )
+                }),
+            ));
+            rows.push(report_only(
+                format!("inotify watches (the limit), {branch}"),
+                format!(
+                    "{} ({})",
+                    thousands(run.inotify_watches),
+                    thousands(run.max_user_watches as usize)
+                ),
+                "—".into(),
+            ));
         }
         for run in &self.rename {
             let (m, s) = (&run.sides[0], &run.sides[1]);
@@ -552,6 +620,7 @@ impl Report {
             "Bulk: the destination is emptied and the page cache flushed (`sync`) before each run; msync's upload time runs from `msync start` to its first settled status (librclone load and mount included), R's from spawning rclone to its exit. On local and SFTP remotes msync checks sizes, not hashes, after a transfer (there a hash costs another read of every file; see the README); R runs with `--ignore-checksum` to do the same work.".into(),
             "Many small files: the service runs settled on an empty branch; the time runs from `cp -r` of the tree into the branch until the remote holds every file (looked at every 100 ms), msync's CPU is the service's over that span. R: `rclone copy --transfers 4 --ignore-checksum` of the same tree, spawn to exit.".into(),
             "Per kind of change: a 4 KiB file made, overwritten, renamed, deleted in turn, each waited for on the remote and until the service is quiet, after a warm-up round that makes the trash days; requests on the index (`.msync/meta/`) are left out, as one journal covers every change of 10 s.".into(),
+            "A million files (measure 9, when named or at full scale): a local remote holding the same tree (`cp -a`, as after an import), msync started on it; memory is VmHWM at the end, after the single changes. At the watch limit msync watches what it can, logs which directory and everything below it is not watched, says so in `status`, and leaves those changes to the periodic reconcile (tests/it/faults.rs covers it).".into(),
             "Rename: bytes sent again = the largest of: remote files under the new name with an inode the old ones did not have, the service's `bytes_sent` delta, and sftp-server's `written` byte counts.".into(),
         ];
         for line in lines {
@@ -603,6 +672,7 @@ impl Report {
             "branch": self.branch,
             "bulk": self.bulk,
             "many": self.many,
+            "huge": self.huge,
             "rename": self.rename,
             "rc_call": self.rc_call,
         })

@@ -62,6 +62,8 @@ pub struct Scale {
     pub bulk_big_files: usize,
     pub bulk_big_size: usize,
     pub bulk_rounds: usize,
+    /// Measure 9: the million-file branch.
+    pub huge: Tree,
     /// Measure 8: many small files copied in at once.
     pub many_files: usize,
     pub many_file_size: usize,
@@ -118,6 +120,12 @@ impl Scale {
             bulk_rounds: 3,
             many_files: 10_000,
             many_file_size: 4 * KIB,
+            huge: Tree {
+                top: 100,
+                sub: 100,
+                per_dir: 100,
+                file_size: KIB,
+            },
             rename_files: 8,
             rename_file_size: 128 * MIB,
             idle_secs: 60,
@@ -173,6 +181,12 @@ impl Scale {
             bulk_big_size: 4 * MIB,
             bulk_rounds: 2,
             many_files: 500,
+            huge: Tree {
+                top: 10,
+                sub: 10,
+                per_dir: 20,
+                file_size: KIB,
+            },
             rename_files: 4,
             rename_file_size: MIB,
             idle_secs: 5,
@@ -262,7 +276,9 @@ impl Scale {
     }
 }
 
-/// Which parts run: `MSYNC_BENCH_ONLY=small,big,bulk,many,rename` (default all)
+/// Which parts run: `MSYNC_BENCH_ONLY=small,big,bulk,many,rename,huge`
+/// (default all but `huge`, the million-file branch, which runs when
+/// named or at full scale)
 /// and `MSYNC_BENCH_REMOTES=local,sftp` (default both).
 #[derive(Debug, Clone, Serialize)]
 pub struct Selection {
@@ -271,6 +287,7 @@ pub struct Selection {
     pub bulk: bool,
     pub many: bool,
     pub rename: bool,
+    pub huge: bool,
     pub remotes: Vec<Kind>,
 }
 
@@ -280,8 +297,8 @@ impl Selection {
         let parts: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
         for part in &parts {
             assert!(
-                ["small", "big", "bulk", "many", "rename"].contains(part),
-                "MSYNC_BENCH_ONLY: unknown part {part:?}; use small, big, bulk, many, rename"
+                ["small", "big", "bulk", "many", "rename", "huge"].contains(part),
+                "MSYNC_BENCH_ONLY: unknown part {part:?}; use small, big, bulk, many, rename, huge"
             );
         }
         let wants = |name: &str| parts.is_empty() || parts.contains(&name);
@@ -306,6 +323,9 @@ impl Selection {
             bulk: wants("bulk"),
             many: wants("many"),
             rename: wants("rename"),
+            huge: parts.contains(&"huge")
+                || (parts.is_empty()
+                    && std::env::var("MSYNC_BENCH_SCALE").is_ok_and(|scale| scale == "full")),
             remotes,
         }
     }
