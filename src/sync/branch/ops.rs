@@ -452,13 +452,20 @@ impl BranchWorker {
     /// renamed into place.
     fn upload_list(&self, list: &str) -> Vec<Result<(), Failure>> {
         if !self.in_place {
-            let outcome = self.copy_list(list, &self.spec.remote);
+            let outcome = self.copy_list(list, &self.spec.remote, self.transfer_config());
             return vec![outcome; list.lines().count()];
         }
         self.send_list_whole(list)
     }
 
-    pub(super) fn copy_list(&self, list: &str, destination: &str) -> Result<(), Failure> {
+    /// Copies the branch files of `list` (one relative name a line) to
+    /// `destination` as one job, with `config`.
+    pub(super) fn copy_list(
+        &self,
+        list: &str,
+        destination: &str,
+        config: Value,
+    ) -> Result<(), Failure> {
         // Each thread of the branch has its own list file.
         let list_file = self.spec.work_dir.join(format!(
             "{}.{:?}.files",
@@ -472,7 +479,7 @@ impl BranchWorker {
         let filter = json!({ "FilesFromRaw": [list_file] });
         let call = Call::copy(&self.local_fs(), destination)
             .filter(filter)
-            .config(self.transfer_config());
+            .config(config);
         let result = self.run_job(&call);
         let _ = std::fs::remove_file(&list_file);
         result

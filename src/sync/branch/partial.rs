@@ -20,6 +20,11 @@ use crate::rclone::{Call, ListOptions, Location};
 use crate::sync::failure::{Failure, says_not_found};
 use crate::sync::{sync_filter, trash};
 
+/// Moves into place run this many at a time, as rclone's checkers do (its
+/// `--checkers` default): a move carries no bytes, only a round trip or
+/// a few, so more of them at once than transfers keep the line busy.
+const MOVES_AT_ONCE: usize = 8;
+
 /// Where uploads wait until they are whole.
 const PARTIAL_DIR: &str = ".msync/partial";
 
@@ -81,7 +86,10 @@ impl BranchWorker {
     pub(super) fn send_list_whole(&self, list: &str) -> Vec<Result<(), Failure>> {
         let names: Vec<String> = list.lines().map(str::to_owned).collect();
         let staging = run_dir();
-        if let Err(failure) = self.copy_list(list, &self.remote_dir(staging)) {
+        // Nothing there is worth keeping or comparing with: rclone need
+        // not look up each name first.
+        let config = self.sending_config(json!({"NoCheckDest": true}));
+        if let Err(failure) = self.copy_list(list, &self.remote_dir(staging), config) {
             // What it staged stays: the retry stages the same names again,
             // and the next start empties the directory.
             return vec![Err(failure); names.len()];
@@ -161,7 +169,7 @@ impl BranchWorker {
     /// Renames `partial/<name>` to `below/<name>` for each name, a few at
     /// a time.
     fn place_all(&self, partial: &str, names: &[String], below: &str) -> Vec<Result<(), Failure>> {
-        self.in_parallel(names, |name| {
+        in_parallel(names, MOVES_AT_ONCE, |name| {
             let target = if below.is_empty() {
                 name.clone()
             } else {
@@ -169,35 +177,6 @@ impl BranchWorker {
             };
             self.move_file(&format!("{partial}/{name}"), &target)
         })
-    }
-
-    /// `work` for each name, as many at a time as the branch's transfers:
-    /// one result per name, in order.
-    fn in_parallel(
-        &self,
-        names: &[String],
-        work: impl Fn(&String) -> Result<(), Failure> + Sync,
-    ) -> Vec<Result<(), Failure>> {
-        let results: Mutex<Vec<Option<Result<(), Failure>>>> = Mutex::new(vec![None; names.len()]);
-        let next = AtomicU64::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..self.config.transfers.clamp(1, names.len().max(1)) {
-                scope.spawn(|| {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(name) = names.get(index) else { break };
-                        let result = work(name);
-                        results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
-                    }
-                });
-            }
-        });
-        results
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .into_iter()
-            .map(|r| r.expect("every name was placed"))
-            .collect()
     }
 
     /// Deletes a temporary directory once its files are placed (or their
@@ -227,4 +206,33 @@ impl BranchWorker {
             ),
         }
     }
+}
+
+/// `work` for each name, `width` at a time: one result per name, in
+/// order.
+fn in_parallel(
+    names: &[String],
+    width: usize,
+    work: impl Fn(&String) -> Result<(), Failure> + Sync,
+) -> Vec<Result<(), Failure>> {
+    let results: Mutex<Vec<Option<Result<(), Failure>>>> = Mutex::new(vec![None; names.len()]);
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..width.clamp(1, names.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(name) = names.get(index) else { break };
+                    let result = work(name);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every name has a result"))
+        .collect()
 }
