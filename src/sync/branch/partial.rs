@@ -4,9 +4,10 @@
 //! A killed service thus never leaves a torn file under a real name; the
 //! first reconcile of the next start empties the directory.
 //!
-//! The renames of a batch run a few at a time, as rclone's transfers do:
-//! one after another they would hold the whole batch back on a remote
-//! with a long round trip.
+//! A single file is one `msync/placefile` call where the library has it.
+//! A batch is copied into this run's staging directory, then each file is
+//! moved into place, several at a time: one after another the moves would
+//! hold the whole batch back on a remote with a long round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
