@@ -14,7 +14,8 @@ DEBIAN_PACKAGES := golang-go golang-github-rclone-rclone-dev \
 	golang-github-aalpar-deheap-dev golang-github-coreos-go-semver-dev \
 	golang-github-youmark-pkcs8-dev \
 	rclone mergerfs fuse3 inotify-tools openssh-server \
-	libclang-dev build-essential pkg-config hyperfine python3-venv
+	libclang-dev build-essential pkg-config hyperfine python3-venv \
+	openssl ca-certificates
 
 # A real S3 server for the tests (S3 has no `about`, so quotas are tested
 # against it): moto from PyPI, in a virtual environment of its own.

@@ -55,7 +55,8 @@ func main() {}
 // LIBRCLONE_ATEXIT_SIGNALS=keep leaves the handler as upstream librclone
 // has it, so msync's tests can prove it survives an upstream build too.
 //
-// It registers msync's own RC calls (place.go) as well.
+// It registers msync's own RC calls (place.go) as well, and hands
+// AWS_CA_BUNDLE from the AWS SDK to rclone's own CA option (cabundle.go).
 //
 //export RcloneInitialize
 func RcloneInitialize() {
@@ -68,6 +69,7 @@ func RcloneInitialize() {
 		}
 	}
 	configfile.Install()
+	takeOverCABundle()
 	// LIBRCLONE_MSYNC_CALLS=off leaves them out, so msync's tests can prove
 	// it works with an upstream build that lacks them.
 	if mode, _ := hostEnv("LIBRCLONE_MSYNC_CALLS"); mode != "off" {
@@ -101,6 +103,7 @@ func hostEnv(name string) (string, bool) {
 //export RcloneFinalize
 func RcloneFinalize() {
 	atexit.Run()
+	forgetCABundleCopy()
 }
 
 // RcloneRPC runs one RC method with a JSON object as input and returns the
