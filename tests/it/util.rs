@@ -132,9 +132,11 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", self.path().join("home/.cache"))
             .env("RCLONE_CONFIG", self.config())
             .env("MSYNC_LIBRCLONE", librclone_path())
-            // rclone 1.60's S3 backend cannot start while AWS_CA_BUNDLE is
-            // set (the SDK cannot load it into rclone's HTTP transport),
-            // and some machines set it for everyone.
+            // Debian's rclone CLI cannot reach S3 while AWS_CA_BUNDLE is
+            // set (its AWS SDK cannot load it into rclone's HTTP
+            // transport), and some machines set it for everyone. msync's
+            // librclone copes (s3.rs sets it on purpose); the rest keep it
+            // out so msync and its witness see the same TLS set-up.
             .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null());
     }
