@@ -234,10 +234,15 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
                         .map(|_| ())
                         .map_err(|_| err)
                 }) {
-                Ok(()) => report.ok(
-                    &what,
-                    format!("{} -> {} (reachable)", branch.dir.display(), branch.remote),
-                ),
+                Ok(()) => {
+                    report.ok(
+                        &what,
+                        format!("{} -> {} (reachable)", branch.dir.display(), branch.remote),
+                    );
+                    if let Ok(info) = rclone.fsinfo(&branch.remote) {
+                        println!("     {}: {}", branch.name, info.summary());
+                    }
+                }
                 Err(err) => report.fail(
                     &what,
                     format!("{} is not reachable: {}", branch.remote, err.message),

@@ -226,6 +226,59 @@ pub struct About {
     pub objects: Option<i64>,
 }
 
+/// What a remote's backend can do, as `operations/fsinfo` reports it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct FsInfo {
+    /// The hash types the backend keeps or can compute.
+    #[serde(rename = "Hashes", default)]
+    pub hashes: Vec<String>,
+    /// How finely modification times are kept, in nanoseconds (rclone's
+    /// "not supported" is 100 years).
+    #[serde(rename = "Precision")]
+    pub precision_ns: i64,
+    /// rclone's optional features by name (`Move`, `DirMove`,
+    /// `CaseInsensitive`, `CanHaveEmptyDirectories`, `About` …).
+    #[serde(rename = "Features", default)]
+    pub features: std::collections::BTreeMap<String, bool>,
+}
+
+impl FsInfo {
+    /// Whether the backend has the optional feature `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.features.get(name).copied().unwrap_or(false)
+    }
+
+    /// One line for a log or `check`: what the engine's choices depend on.
+    pub fn summary(&self) -> String {
+        const YEAR_NS: i64 = 365 * 24 * 3600 * 1_000_000_000;
+        let yes_no = |name: &str| if self.has(name) { "yes" } else { "no" };
+        let times = match self.precision_ns {
+            ns if ns >= YEAR_NS => "not kept".to_owned(),
+            ns if ns >= 1_000_000_000 => format!("to {} s", ns / 1_000_000_000),
+            ns if ns >= 1_000_000 => format!("to {} ms", ns / 1_000_000),
+            ns => format!("to {ns} ns"),
+        };
+        let hashes = if self.hashes.is_empty() {
+            "none".to_owned()
+        } else {
+            self.hashes.join(", ")
+        };
+        format!(
+            "hashes {hashes}; modification times {times}; server-side move {}, copy {}, directory move {}; empty directories {}; {}; size known (about) {}",
+            yes_no("Move"),
+            yes_no("Copy"),
+            yes_no("DirMove"),
+            yes_no("CanHaveEmptyDirectories"),
+            if self.has("CaseInsensitive") {
+                "case-insensitive"
+            } else {
+                "case-sensitive"
+            },
+            yes_no("About"),
+        )
+    }
+}
+
 /// What `core/version` reports.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -289,6 +342,12 @@ impl Rclone {
             Err(err) if err.is_not_found() => Ok(Vec::new()),
             other => other,
         }
+    }
+
+    /// `operations/fsinfo`: what the backend of `fs` can do.
+    pub fn fsinfo(&self, fs: &str) -> Result<FsInfo, RcloneError> {
+        let method = "operations/fsinfo";
+        decode(method, self.rpc(method, &json!({"fs": fs}))?)
     }
 
     /// `operations/about`: space used and free on the remote `fs`.

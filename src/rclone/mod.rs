@@ -29,7 +29,7 @@ mod library;
 pub mod loader;
 pub mod signals;
 
-pub use api::{About, Call, Entry, ListOptions, Location, Version};
+pub use api::{About, Call, Entry, FsInfo, ListOptions, Location, Version};
 pub use error::{Attempt, LoadError, RcloneError};
 pub use job::{Job, JobStatus, Progress, Transfer};
 pub use library::{LoadOptions, Rclone, finalize};

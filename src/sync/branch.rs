@@ -173,6 +173,9 @@ pub struct BranchWorker {
     /// requests.
     places: bool,
     partials_cleaned: AtomicBool,
+    /// The backend's features were logged (at the first reconcile that
+    /// could read them).
+    described: AtomicBool,
 }
 
 /// A unit of work a thread took.
@@ -243,6 +246,7 @@ impl BranchWorker {
             in_place,
             places,
             partials_cleaned: AtomicBool::new(false),
+            described: AtomicBool::new(false),
         }
     }
 

@@ -210,6 +210,19 @@ fn check_fails_when_not_root() {
 }
 
 #[test]
+fn check_of_an_install_says_what_each_remote_can_do() {
+    let pool = crate::pool::Pool::local_clouds(1);
+    let out = stdout(&run(pool.msync(["check", pool.install.to_str().unwrap()])));
+    assert!(out.contains("ok   branch cloud1:"), "{out}");
+    assert!(
+        out.contains("cloud1: hashes md5")
+            && out.contains("server-side move yes")
+            && out.contains("empty directories yes"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_names_a_directory_that_is_not_an_install() {
     let sandbox = Sandbox::new();
     sandbox.write_config("[alpha]\ntype = local\n");

@@ -257,6 +257,48 @@ fn placefile_uploads_then_moves_into_place_keeping_the_old_version() {
 }
 
 #[test]
+fn fsinfo_reports_what_debians_rclone_reports_of_a_backend() {
+    let sandbox = Sandbox::new();
+    let rclone = rclone();
+    let dir = sandbox.path().to_str().unwrap().to_owned();
+    for fs in [dir.clone(), format!(":local,case_insensitive=true:{dir}")] {
+        let info = rclone.fsinfo(&fs).unwrap();
+        let cli: serde_json::Value =
+            serde_json::from_slice(&run(sandbox.rclone_cli(["backend", "features", &fs])).stdout)
+                .unwrap();
+        assert_eq!(
+            info.precision_ns,
+            cli["Precision"].as_i64().unwrap(),
+            "{fs}"
+        );
+        let hashes: Vec<&str> = cli["Hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        assert_eq!(info.hashes, hashes, "{fs}");
+        for (name, value) in cli["Features"].as_object().unwrap() {
+            assert_eq!(info.has(name), value.as_bool().unwrap(), "{fs}: {name}");
+        }
+    }
+    let plain = rclone.fsinfo(&dir).unwrap();
+    let summary = plain.summary();
+    assert!(
+        summary.contains("server-side move yes") && summary.contains("case-sensitive"),
+        "{summary}"
+    );
+    let folded = rclone
+        .fsinfo(&format!(":local,case_insensitive=true:{dir}"))
+        .unwrap();
+    assert!(
+        folded.summary().contains("case-insensitive"),
+        "{}",
+        folded.summary()
+    );
+}
+
+#[test]
 fn an_unknown_remote_is_a_clear_error() {
     let err = rclone().remote_type("nope").unwrap_err();
     assert_eq!(err.method, "config/get");

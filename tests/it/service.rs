@@ -267,6 +267,8 @@ fn a_burst_of_files_is_counted_whole_and_logs_no_noise() {
     );
     let log = pool.log();
     assert!(!log.contains("Max number of stats groups"), "{log}");
+    // The first reconcile logged what the backend can do.
+    assert!(log.contains("cloud1: cloud1:msync has hashes md5"), "{log}");
     pool.stop();
 }
 

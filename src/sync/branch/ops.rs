@@ -45,6 +45,9 @@ impl BranchWorker {
             self.spec.remote
         );
         let plan = self.plan()?;
+        if !self.described.swap(true, Ordering::Relaxed) {
+            self.describe_backend();
+        }
         if self.in_place && !self.partials_cleaned.swap(true, Ordering::Relaxed) {
             self.clean_partials();
         }
@@ -84,6 +87,19 @@ impl BranchWorker {
             }
         }
         result
+    }
+
+    /// Logs what the remote's backend can do, once it answers.
+    fn describe_backend(&self) {
+        match self.rclone.fsinfo(&self.spec.remote) {
+            Ok(info) => info!(
+                "{}: {} has {}",
+                self.spec.name,
+                self.spec.remote,
+                info.summary()
+            ),
+            Err(_) => self.described.store(false, Ordering::Relaxed),
+        }
     }
 
     fn record_remote_files(&self, record: &Path, files: usize) {
