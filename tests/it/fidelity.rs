@@ -12,6 +12,7 @@ use nix::sys::time::TimeSpec;
 use serde_json::json;
 
 use crate::pool::{Pool, write_file};
+use crate::s3::S3Server;
 use crate::sshd::SftpServer;
 use crate::util::{Sandbox, run, run_expecting, stderr, stdout};
 
@@ -295,6 +296,23 @@ fn metadata_survives_a_restore_from_sftp() {
     let server = SftpServer::start();
     let pool = Pool::install(Sandbox::new(), &server.rclone_section("ssh"));
     metadata_survives_a_restore(pool);
+    drop(server);
+}
+
+/// S3 keeps no directories: the empty ones come back from the index.
+#[test]
+fn metadata_survives_a_restore_from_s3() {
+    let server = S3Server::start();
+    let pool = Pool::install(Sandbox::new(), &server.rclone_section("bucket"));
+    let pool = metadata_survives_a_restore(pool);
+    // The bucket itself holds no trace of the empty tree.
+    let dirs = stdout(&run(pool.sandbox.rclone_cli([
+        "lsf",
+        "-R",
+        "--dirs-only",
+        "bucket:msync",
+    ])));
+    assert!(!dirs.contains("empty"), "{dirs}");
     drop(server);
 }
 
