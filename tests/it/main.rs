@@ -21,3 +21,4 @@ mod sshd;
 mod union;
 mod util;
 mod watch;
+mod webdav;

@@ -6,10 +6,9 @@
 //! Over HTTPS (a certificate from a throwaway CA of the test's own) it
 //! shows that S3 works with `AWS_CA_BUNDLE` set, TLS still verified.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -41,11 +40,7 @@ impl S3Server {
             "{} not found: the S3 tests need moto; `make test` installs it (or run `make target/moto/bin/moto_server`)",
             program.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("binding a free port")
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::util::free_port();
         let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .args(extra)
@@ -59,14 +54,7 @@ impl S3Server {
             scheme: "http",
             child,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not listen on 127.0.0.1:{port} within {START_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::util::wait_listening("moto", port, START_TIMEOUT);
         server
     }
 

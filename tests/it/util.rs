@@ -294,3 +294,25 @@ pub fn mounts_at(path: &Path) -> usize {
         .filter(|line| line.split(' ').nth(4) == path.to_str())
         .count()
 }
+
+/// Waits until something listens on `port` of 127.0.0.1; fails naming
+/// `server` after `timeout`.
+pub fn wait_listening(server: &str, port: u16, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{server} did not listen on 127.0.0.1:{port} within {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
