@@ -293,7 +293,10 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// An msync install dir to check as well.
+    /// An msync install dir to check as well: its branches, whether each
+    /// remote is still configured and reachable, what each remote's
+    /// backend can do (hashes, modification times, server-side moves,
+    /// empty directories, case), and the pool's fill.
     pub install_dir: Option<PathBuf>,
 }
 
