@@ -18,6 +18,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{UsageWho, getrusage};
 use serde::Serialize;
 
+use crate::sshd::{COMMAND_SESSION, sftp_request_kind};
+
 /// The kernel's CPU clock tick (10 ms on Debian).
 pub fn tick() -> Duration {
     let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -306,7 +308,7 @@ pub fn parse_requests(log: &str) -> Requests {
             requests.connections += 1;
             continue;
         }
-        if message.starts_with("Starting session: command") {
+        if message.starts_with(COMMAND_SESSION) {
             requests.command_sessions += 1;
             requests.total += 1;
             *requests.by_kind.entry("command".into()).or_default() += 1;
@@ -326,38 +328,6 @@ pub fn parse_requests(log: &str) -> Requests {
         *requests.by_kind.entry(kind.into()).or_default() += 1;
     }
     requests
-}
-
-/// The request a sftp-server log message stands for, if it is one.
-fn sftp_request_kind(message: &str) -> Option<&'static str> {
-    const KINDS: &[(&str, &str)] = &[
-        ("open \"", "open"),
-        ("close \"", "close"),
-        ("opendir \"", "opendir"),
-        ("closedir \"", "closedir"),
-        ("stat name \"", "stat"),
-        ("lstat name \"", "stat"),
-        ("fstat \"", "stat"),
-        ("set \"", "setstat"),
-        ("fset \"", "setstat"),
-        ("remove name \"", "remove"),
-        ("rename old \"", "rename"),
-        ("posix-rename old \"", "rename"),
-        ("mkdir name \"", "mkdir"),
-        ("rmdir name \"", "rmdir"),
-        ("realpath \"", "realpath"),
-        ("statvfs \"", "statvfs"),
-        ("fstatvfs \"", "statvfs"),
-        ("symlink old \"", "symlink"),
-        ("readlink \"", "readlink"),
-        ("copy-data ", "copy-data"),
-        ("hardlink old \"", "hardlink"),
-        ("fsync \"", "fsync"),
-    ];
-    KINDS
-        .iter()
-        .find(|(prefix, _)| message.starts_with(prefix))
-        .map(|(_, kind)| *kind)
 }
 
 /// Deterministic bytes for file number `seed`: no two files alike.

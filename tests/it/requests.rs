@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::pool::{Pool, write_file};
-use crate::sshd::SftpServer;
+use crate::sshd::{COMMAND_SESSION, SftpServer};
 use crate::util::{Sandbox, run, stdout};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -137,9 +137,7 @@ fn each_kind_of_change_costs_few_sftp_requests() {
         );
         // No hash is computed on the server: SSH checks the bytes.
         assert!(
-            !lines
-                .iter()
-                .any(|line| line.starts_with("Starting session: command")),
+            !lines.iter().any(|line| line.starts_with(COMMAND_SESSION)),
             "{kind} ran a remote command:\n{report}"
         );
     }

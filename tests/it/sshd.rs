@@ -158,29 +158,11 @@ impl SftpServer {
     /// readdir are not logged at VERBOSE) and per remote command session
     /// (rclone's `md5sum`).
     pub fn requests_since(&self, offset: usize) -> Vec<String> {
-        const REQUESTS: &[&str] = &[
-            "open \"",
-            "close \"",
-            "opendir \"",
-            "closedir \"",
-            "stat name \"",
-            "lstat name \"",
-            "fstat \"",
-            "set \"",
-            "fset \"",
-            "remove name \"",
-            "rename old \"",
-            "posix-rename old \"",
-            "mkdir name \"",
-            "rmdir name \"",
-            "realpath \"",
-            "Starting session: command",
-        ];
         let log = self.log();
         log.get(offset..)
             .unwrap_or_default()
             .lines()
-            .filter(|line| REQUESTS.iter().any(|request| line.starts_with(request)))
+            .filter(|line| line.starts_with(COMMAND_SESSION) || sftp_request_kind(line).is_some())
             .map(str::to_owned)
             .collect()
     }
@@ -398,4 +380,40 @@ fn descendants(root: Pid) -> Vec<Pid> {
     }
     found.remove(0);
     found
+}
+
+/// How sshd logs a session that runs a command (rclone's `md5sum`) rather
+/// than the SFTP subsystem.
+pub const COMMAND_SESSION: &str = "Starting session: command";
+
+/// The request a sftp-server log message stands for, if it is one.
+pub fn sftp_request_kind(message: &str) -> Option<&'static str> {
+    const KINDS: &[(&str, &str)] = &[
+        ("open \"", "open"),
+        ("close \"", "close"),
+        ("opendir \"", "opendir"),
+        ("closedir \"", "closedir"),
+        ("stat name \"", "stat"),
+        ("lstat name \"", "stat"),
+        ("fstat \"", "stat"),
+        ("set \"", "setstat"),
+        ("fset \"", "setstat"),
+        ("remove name \"", "remove"),
+        ("rename old \"", "rename"),
+        ("posix-rename old \"", "rename"),
+        ("mkdir name \"", "mkdir"),
+        ("rmdir name \"", "rmdir"),
+        ("realpath \"", "realpath"),
+        ("statvfs \"", "statvfs"),
+        ("fstatvfs \"", "statvfs"),
+        ("symlink old \"", "symlink"),
+        ("readlink \"", "readlink"),
+        ("copy-data ", "copy-data"),
+        ("hardlink old \"", "hardlink"),
+        ("fsync \"", "fsync"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| message.starts_with(prefix))
+        .map(|(_, kind)| *kind)
 }
