@@ -598,6 +598,37 @@ pub struct BulkRun {
 /// costs another read of every file), so both sides do the same work.
 const R_OPTIONS: &[&str] = &["--transfers", "4", "--ignore-checksum"];
 
+/// `rounds` rounds of msync (side 0) against R (side 1), alternating which
+/// goes first so both see the same drift of the machine; `measure` runs
+/// one side once and gives its wall time and CPU. `what` names the rounds
+/// in the progress lines.
+fn alternating(
+    what: &str,
+    bytes: u64,
+    rounds: usize,
+    mut measure: impl FnMut(usize, usize) -> (Duration, Duration),
+) -> Vec<BulkSide> {
+    let mut sides: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    for round in 0..rounds {
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let (wall, cpu) = measure(side, round);
+            eprintln!(
+                "  {what} round {}: {} {:.2} s",
+                round + 1,
+                ["msync", "R"][side],
+                wall.as_secs_f64()
+            );
+            sides[side].0.push(ms(wall));
+            sides[side].1.push(ms(cpu));
+        }
+    }
+    let [m, r] = sides;
+    vec![
+        BulkSide::new("msync", bytes, m.0, m.1),
+        BulkSide::new("R", bytes, r.0, r.1),
+    ]
+}
+
 /// Files and bytes below `dir`.
 fn tally(dir: &Path) -> (usize, u64) {
     let all = probe::inodes(dir);
@@ -647,112 +678,83 @@ pub fn bulk_run(env: &Env, kind: Kind, scale: &Scale) -> BulkRun {
         );
     };
 
-    let mut upload: [(Vec<f64>, Vec<f64>); 2] = Default::default();
-    for round in 0..scale.bulk_rounds {
-        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-            probe::clear_dir(&remote_dir, &[]);
-            let (wall, cpu) = if side == 0 {
-                let label = format!("bulk-{}-up{round}", kind.name());
-                let mut fixture = Fixture::at(env, kind, &label, &remote_path);
-                std::fs::rename(&data, fixture.branch.join("bulk")).unwrap();
-                nix::unistd::sync();
-                let started = Instant::now();
-                fixture.start(scale.debounce());
-                let status = fixture.wait_settled(LONG);
-                let wall = started.elapsed();
-                let cpu = probe::process_ticks_cpu(status.pid);
-                fixture.stop();
-                std::fs::rename(fixture.branch.join("bulk"), &data).unwrap();
-                (wall, cpu)
-            } else {
-                nix::unistd::sync();
-                let children0 = probe::children_cpu();
-                let started = Instant::now();
-                run(env
-                    .rclone()
-                    .arg("sync")
-                    .arg(&source)
-                    .arg(&remote)
-                    .args(R_OPTIONS)
-                    .args(EXCLUDES));
-                (started.elapsed(), probe::children_cpu() - children0)
-            };
-            check(
-                &remote_dir.join("bulk"),
-                ["msync start", "rclone sync"][side],
-            );
-            eprintln!(
-                "  upload round {}: {} {:.2} s",
-                round + 1,
-                ["msync", "R"][side],
-                wall.as_secs_f64()
-            );
-            upload[side].0.push(ms(wall));
-            upload[side].1.push(ms(cpu));
-        }
-    }
+    let upload = alternating("upload", bytes, scale.bulk_rounds, |side, round| {
+        probe::clear_dir(&remote_dir, &[]);
+        let (wall, cpu) = if side == 0 {
+            let label = format!("bulk-{}-up{round}", kind.name());
+            let mut fixture = Fixture::at(env, kind, &label, &remote_path);
+            std::fs::rename(&data, fixture.branch.join("bulk")).unwrap();
+            nix::unistd::sync();
+            let started = Instant::now();
+            fixture.start(scale.debounce());
+            let status = fixture.wait_settled(LONG);
+            let wall = started.elapsed();
+            let cpu = probe::process_ticks_cpu(status.pid);
+            fixture.stop();
+            std::fs::rename(fixture.branch.join("bulk"), &data).unwrap();
+            (wall, cpu)
+        } else {
+            nix::unistd::sync();
+            let children0 = probe::children_cpu();
+            let started = Instant::now();
+            run(env
+                .rclone()
+                .arg("sync")
+                .arg(&source)
+                .arg(&remote)
+                .args(R_OPTIONS)
+                .args(EXCLUDES));
+            (started.elapsed(), probe::children_cpu() - children0)
+        };
+        check(
+            &remote_dir.join("bulk"),
+            ["msync start", "rclone sync"][side],
+        );
+        (wall, cpu)
+    });
     std::fs::remove_dir_all(&source).unwrap();
 
-    let mut import: [(Vec<f64>, Vec<f64>); 2] = Default::default();
-    for round in 0..scale.bulk_rounds {
-        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-            let children0;
-            let started;
-            if side == 0 {
-                let label = format!("bulk-{}-in{round}", kind.name());
-                let fixture = Fixture::at(env, kind, &label, &remote_path);
-                nix::unistd::sync();
-                children0 = probe::children_cpu();
-                started = Instant::now();
-                run(env.msync().arg("import").arg(&fixture.install));
-                let wall = started.elapsed();
-                check(&fixture.branch.join("bulk"), "msync import");
-                probe::clear_dir(&fixture.branch, &[".msync-branch"]);
-                import[side].0.push(ms(wall));
-            } else {
-                let target = work.join(format!("bulk-download-{}", kind.name()));
-                std::fs::create_dir_all(&target).unwrap();
-                nix::unistd::sync();
-                children0 = probe::children_cpu();
-                started = Instant::now();
-                run(env
-                    .rclone()
-                    .arg("copy")
-                    .arg(&remote)
-                    .arg(&target)
-                    .args(R_OPTIONS)
-                    .args(["--exclude", "/.msync/**"]));
-                let wall = started.elapsed();
-                check(&target.join("bulk"), "rclone copy");
-                std::fs::remove_dir_all(&target).unwrap();
-                import[side].0.push(ms(wall));
-            }
-            import[side].1.push(ms(probe::children_cpu() - children0));
-            eprintln!(
-                "  import round {}: {} {:.2} s",
-                round + 1,
-                ["msync", "R"][side],
-                import[side].0.last().unwrap() / 1e3
-            );
+    let import = alternating("import", bytes, scale.bulk_rounds, |side, round| {
+        let children0;
+        let wall;
+        if side == 0 {
+            let label = format!("bulk-{}-in{round}", kind.name());
+            let fixture = Fixture::at(env, kind, &label, &remote_path);
+            nix::unistd::sync();
+            children0 = probe::children_cpu();
+            let started = Instant::now();
+            run(env.msync().arg("import").arg(&fixture.install));
+            wall = started.elapsed();
+            check(&fixture.branch.join("bulk"), "msync import");
+            probe::clear_dir(&fixture.branch, &[".msync-branch"]);
+        } else {
+            let target = work.join(format!("bulk-download-{}", kind.name()));
+            std::fs::create_dir_all(&target).unwrap();
+            nix::unistd::sync();
+            children0 = probe::children_cpu();
+            let started = Instant::now();
+            run(env
+                .rclone()
+                .arg("copy")
+                .arg(&remote)
+                .arg(&target)
+                .args(R_OPTIONS)
+                .args(["--exclude", "/.msync/**"]));
+            wall = started.elapsed();
+            check(&target.join("bulk"), "rclone copy");
+            std::fs::remove_dir_all(&target).unwrap();
         }
-    }
+        (wall, probe::children_cpu() - children0)
+    });
     probe::clear_dir(&remote_dir, &[]);
 
-    let [u_msync, u_r] = upload;
-    let [i_msync, i_r] = import;
     BulkRun {
         remote: kind,
         files,
         bytes,
         rounds: scale.bulk_rounds,
-        upload: vec![
-            BulkSide::new("msync", bytes, u_msync.0, u_msync.1),
-            BulkSide::new("R", bytes, u_r.0, u_r.1),
-        ],
-        import: vec![
-            BulkSide::new("msync", bytes, i_msync.0, i_msync.1),
-            BulkSide::new("R", bytes, i_r.0, i_r.1),
-        ],
+        upload,
+        import,
     }
 }
 
@@ -796,12 +798,14 @@ pub fn many_run(env: &Env, kind: Kind, scale: &Scale) -> ManyRun {
     std::fs::create_dir_all(&remote_dir).unwrap();
     let arrived = |dir: &Path| tally(dir) == (files, bytes);
 
-    let mut sides: [(Vec<f64>, Vec<f64>); 2] = Default::default();
-    for round in 0..scale.bulk_rounds {
-        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+    let sides = alternating(
+        "many small files",
+        bytes,
+        scale.bulk_rounds,
+        |side, round| {
             probe::clear_dir(&remote_dir, &[]);
             nix::unistd::sync();
-            let (wall, cpu) = if side == 0 {
+            if side == 0 {
                 let label = format!("many-{}-{round}", kind.name());
                 let mut fixture = Fixture::at(env, kind, &label, &remote_path);
                 fixture.start(scale.debounce());
@@ -838,29 +842,17 @@ pub fn many_run(env: &Env, kind: Kind, scale: &Scale) -> ManyRun {
                     "rclone copy left files out"
                 );
                 (wall, probe::children_cpu() - children0)
-            };
-            eprintln!(
-                "  many small files round {}: {} {:.2} s",
-                round + 1,
-                ["msync", "R"][side],
-                wall.as_secs_f64()
-            );
-            sides[side].0.push(ms(wall));
-            sides[side].1.push(ms(cpu));
-        }
-    }
+            }
+        },
+    );
     probe::clear_dir(&remote_dir, &[]);
     std::fs::remove_dir_all(&source).unwrap();
-    let [m, r] = sides;
     ManyRun {
         remote: kind,
         files,
         bytes,
         rounds: scale.bulk_rounds,
-        sides: vec![
-            BulkSide::new("msync", bytes, m.0, m.1),
-            BulkSide::new("R", bytes, r.0, r.1),
-        ],
+        sides,
     }
 }
 
