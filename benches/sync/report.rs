@@ -1,6 +1,8 @@
 //! The report: a summary table with every target met or MISSED, detail
 //! tables, and the same numbers (with every sample) as JSON.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -496,23 +498,16 @@ impl Report {
                             "{} files, {}: {}",
                             thousands(r.files),
                             c.system,
-                            c.request_kinds
-                                .iter()
-                                .map(|(k, n)| format!("{k} {n}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            counts(&c.request_kinds)
                         )
                     })
                 })
                 .collect();
-            if !kinds.is_empty() {
-                out.push_str(
-                    "\nSFTP requests of the single-change rounds, all rounds together:\n\n",
-                );
-                for line in kinds {
-                    out.push_str(&format!("- {line}\n"));
-                }
-            }
+            bullets(
+                &mut out,
+                "SFTP requests of the single-change rounds, all rounds together",
+                &kinds,
+            );
             let per_kind: Vec<String> = self
                 .branch
                 .iter()
@@ -527,23 +522,16 @@ impl Report {
                                 .map(usize::to_string)
                                 .collect::<Vec<_>>()
                                 .join(", "),
-                            k.request_kinds
-                                .iter()
-                                .map(|(name, n)| format!("{name} {n}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            counts(&k.request_kinds)
                         )
                     })
                 })
                 .collect();
-            if !per_kind.is_empty() {
-                out.push_str(
-                    "\nSFTP requests of each kind of change, msync, all measured rounds together (index journals left out: one covers every change of 10 s):\n\n",
-                );
-                for line in per_kind {
-                    out.push_str(&format!("- {line}\n"));
-                }
-            }
+            bullets(
+                &mut out,
+                "SFTP requests of each kind of change, msync, all measured rounds together (index journals left out: one covers every change of 10 s)",
+                &per_kind,
+            );
         }
         if !self.bulk.is_empty() || !self.many.is_empty() {
             out.push_str("\n## Bulk and many small files, median of rounds (alternating order)\n\nThe spread is the fastest and slowest round: the noise band of this machine, against which a ratio near 1 must be read.\n\n| remote | data | direction | msync wall (spread) | R wall (spread) | msync MB/s | R MB/s | msync CPU | R CPU |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n");
@@ -676,6 +664,26 @@ impl Report {
             "rename": self.rename,
             "rc_call": self.rc_call,
         })
+    }
+}
+
+/// Request counts by kind: `stat 12, rename 3`.
+fn counts(by_kind: &BTreeMap<String, usize>) -> String {
+    by_kind
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `heading:` and a bullet per line, when there are any lines.
+fn bullets(out: &mut String, heading: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    out.push_str(&format!("\n{heading}:\n\n"));
+    for line in lines {
+        out.push_str(&format!("- {line}\n"));
     }
 }
 
