@@ -35,7 +35,7 @@ const PARTIAL_DIR: &str = ".msync/partial";
 fn run_dir() -> &'static str {
     static RUN: OnceLock<String> = OnceLock::new();
     RUN.get_or_init(|| {
-        let started = std::time::SystemTime::now()
+        let started = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         format!("{PARTIAL_DIR}/{}-{started}", std::process::id())
@@ -70,8 +70,7 @@ impl BranchWorker {
                 .and_then(|()| self.move_file(&partial, name))
         };
         if result.is_err() {
-            let at = json!({"fs": self.spec.remote, "remote": partial});
-            let _ = Call::new("operations/deletefile", at).run(self.rclone);
+            self.forget_staged(&partial);
         }
         result
     }
@@ -104,8 +103,8 @@ impl BranchWorker {
         results
     }
 
-    /// Deletes a staged file whose placing failed; one that cannot be
-    /// deleted now goes at the next start.
+    /// Deletes a file under a temporary name whose upload or placing
+    /// failed; one that cannot be deleted now goes at the next start.
     fn forget_staged(&self, name: &str) {
         let _ = Call::deletefile(&self.at(name)).run(self.rclone);
     }
