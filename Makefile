@@ -9,11 +9,12 @@ PREFIX ?= /usr/local
 # Debian packages: the Go toolchain and rclone's packaged source (plus three
 # Go libraries its dependencies need that the source package does not pull
 # in) build librclone; the rest are for the union mount, the tests (rclone
-# CLI as an independent checker, sshd as a real SFTP server) and bindgen.
+# CLI as an independent checker, sshd and vsftpd as real SFTP and FTP
+# servers, which the tests run on loopback themselves) and bindgen.
 DEBIAN_PACKAGES := golang-go golang-github-rclone-rclone-dev \
 	golang-github-aalpar-deheap-dev golang-github-coreos-go-semver-dev \
 	golang-github-youmark-pkcs8-dev \
-	rclone mergerfs fuse3 inotify-tools openssh-server \
+	rclone mergerfs fuse3 inotify-tools openssh-server vsftpd git \
 	libclang-dev build-essential pkg-config hyperfine python3-venv \
 	openssl ca-certificates
 
@@ -31,11 +32,16 @@ GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/target/gopath:/usr/share/gocode GOFLA
 all: build
 
 # Installs only what is missing, so re-running is cheap.
+# vsftpd's package starts a system FTP service on port 21 where systemd
+# runs; the tests start their own, so the one it installs is turned off.
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		if echo "$$missing" | grep -qx vsftpd && command -v systemctl >/dev/null; then \
+			systemctl disable --now vsftpd 2>/dev/null || true; \
+		fi; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)"; exit 1; }
 

@@ -226,6 +226,12 @@ pub struct StartArgs {
     #[arg(long, default_value = "5m", value_parser = parse_lease_expiry, value_name = "DURATION")]
     pub lease_expiry: Duration,
 
+    /// How long a transfer may move no bytes (or a request go unanswered)
+    /// before it is dropped and retried (1s to 1h). Slow links may want
+    /// more; every stall holds one of the branch's transfers meanwhile.
+    #[arg(long, default_value = "60s", value_parser = parse_stall_timeout, value_name = "DURATION")]
+    pub stall_timeout: Duration,
+
     /// Changes a branch sends at once (like rclone's --transfers).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
     pub transfers: u16,
@@ -345,6 +351,10 @@ fn parse_reconcile_every(text: &str) -> Result<Duration, String> {
         Duration::from_secs(1),
         Duration::from_secs(30 * 86_400),
     )
+}
+
+fn parse_stall_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration_within(text, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 /// One rclone rate (`off`, `10M`, `512k`, `1.5G`, `100`), or `UP:DOWN`.

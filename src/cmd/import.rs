@@ -29,7 +29,7 @@ use crate::meta::restore::{self, Mismatch, Owners, Restored};
 use crate::meta::{self as metadata, Index};
 use crate::progress::{ProgressView, summary_of_finished};
 use crate::rclone::{Call, Job, Location, Progress, Rclone, signals};
-use crate::sync::backend::hash_check_costs_a_read;
+use crate::sync::backend::{self, hash_check_costs_a_read};
 use crate::sync::{local_fs, walk_branch};
 
 const REFRESH: Duration = Duration::from_millis(200);
@@ -125,12 +125,26 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
 /// Starts one download per branch whose remote directory exists, into its
 /// staging directory.
 fn start_downloads<'a>(rclone: Rclone, install: &'a InstallDir) -> anyhow::Result<Vec<Task<'a>>> {
-    let mut tasks = Vec::new();
+    let mut holding = Vec::new();
     for branch in &install.manifest.branches {
         if !remote_dir_exists(rclone, branch)? {
             println!("{}: {} holds nothing yet", branch.name, branch.remote);
             continue;
         }
+        // Before any download starts: an import from such a remote would
+        // leave out every dot file and still say it was complete.
+        if backend::hides_dot_names(rclone, &branch.remote)
+            .with_context(|| format!("listing {}", branch.remote))?
+        {
+            return Err(coded(
+                ExitCode::Refused,
+                backend::hidden_dot_names_refusal(&branch.remote),
+            ));
+        }
+        holding.push(branch);
+    }
+    let mut tasks = Vec::new();
+    for branch in holding {
         let staging = install.state_dir().join("import").join(&branch.name);
         private_dir(&staging)?;
         staging.to_str().context("install dir path is not UTF-8")?;

@@ -76,8 +76,12 @@ fn run_service(
     };
     let for_loading = install.clone();
     let bwlimit = args.bwlimit.clone();
+    let stall_timeout = args.stall_timeout;
     let result = service::run(install, options, || {
         let rclone = load_rclone_for(global, &for_loading)?;
+        rclone
+            .set_stall_timeout(stall_timeout)
+            .context("setting the stall timeout")?;
         require_remotes(rclone, &for_loading)?;
         if let Some(rate) = &bwlimit {
             rclone
@@ -122,6 +126,8 @@ fn start_in_background(
         .arg(humantime::format_duration(args.reconcile_every).to_string())
         .arg("--transfers")
         .arg(args.transfers.to_string())
+        .arg("--stall-timeout")
+        .arg(humantime::format_duration(args.stall_timeout).to_string())
         .arg("--lease-expiry")
         .arg(humantime::format_duration(args.lease_expiry).to_string());
     if let Some(driver) = args.union {

@@ -390,6 +390,23 @@ impl Rclone {
         decode(method, self.rpc(method, &json!({}))?)
     }
 
+    /// `fscache/clear`: forgets every remote rclone made, and with them
+    /// their pooled connections; the next call to each makes it anew.
+    pub fn forget_remotes(&self) -> Result<(), RcloneError> {
+        self.rpc("fscache/clear", &json!({}))?;
+        Ok(())
+    }
+
+    /// Sets how long a connection may stall (no bytes moving, no answer)
+    /// before rclone drops it and retries: its `Timeout` option. It takes
+    /// effect for connections made from then on, so it is set before any
+    /// remote is used.
+    pub fn set_stall_timeout(&self, timeout: std::time::Duration) -> Result<(), RcloneError> {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.rpc("options/set", &json!({"main": {"Timeout": nanos}}))?;
+        Ok(())
+    }
+
     /// `core/bwlimit`: sets the process-wide bandwidth limit (`"off"` lifts
     /// it) and returns the limit now in force as rclone prints it.
     pub fn set_bwlimit(&self, rate: &str) -> Result<String, RcloneError> {

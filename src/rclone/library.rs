@@ -274,6 +274,13 @@ const LOW_LEVEL_RETRIES: u64 = 3;
 /// rclone waits a minute for a TCP connection by default; a host that
 /// drops packets would hold a transfer that long per try.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a connection may go without moving a byte, or a request
+/// without an answer, before rclone drops it and retries: a stalled
+/// transfer. rclone waits 5 minutes by default, all the while holding a
+/// transfer slot; a minute still lets a slow server finish a large upload
+/// (the answer to the last byte of a WebDAV PUT or an S3 multipart upload
+/// can take that long). `msync start --stall-timeout` sets it.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn set_retry_policy(api: &LibrcloneApi) {
     let options = serde_json::json!({
@@ -281,6 +288,7 @@ fn set_retry_policy(api: &LibrcloneApi) {
             "LowLevelRetries": LOW_LEVEL_RETRIES,
             // fs.Duration takes nanoseconds in JSON.
             "ConnectTimeout": CONNECT_TIMEOUT.as_nanos() as u64,
+            "Timeout": STALL_TIMEOUT.as_nanos() as u64,
         }
     });
     if let Err(err) = rpc_with(api, "options/set", &options) {

@@ -11,22 +11,36 @@ use log::{error, info, warn};
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
 use crate::rclone::Rclone;
-use crate::sync::Engine;
 use crate::sync::lease::{self, Lease, LeaseError, Leases, Taken};
+use crate::sync::{Engine, backend};
 
 /// Takes the lease on every remote directory. Another installation's live
 /// lease refuses the start (and gives back what was taken); a remote that
 /// cannot be reached is returned with the reason, to be held until the
 /// lease renewal reaches it.
 pub(super) fn take_leases(
+    rclone: Rclone,
     leases: &Leases,
     install: &InstallDir,
     lease: &Lease,
     force: bool,
 ) -> anyhow::Result<Vec<(usize, String)>> {
     let mut unreachable = Vec::new();
+    let give_back = |taken: &[crate::install::Branch]| {
+        for branch in taken {
+            let _ = leases.release(&branch.remote, lease);
+        }
+    };
     for (index, branch) in install.manifest.branches.iter().enumerate() {
-        match leases.take(&branch.remote, lease, force) {
+        let taken = leases.take(&branch.remote, lease, force);
+        if taken.is_ok() && backend::hides_dot_names(rclone, &branch.remote).unwrap_or(false) {
+            give_back(&install.manifest.branches[..=index]);
+            return Err(coded(
+                ExitCode::Refused,
+                backend::hidden_dot_names_refusal(&branch.remote),
+            ));
+        }
+        match taken {
             Ok(Taken::TookOver(holder)) => {
                 info!("{}: took over a stale lease of {holder}", branch.remote)
             }
@@ -40,9 +54,7 @@ pub(super) fn take_leases(
                 unreachable.push((index, reason));
             }
             Err(err @ LeaseError::Held { .. }) => {
-                for taken in &install.manifest.branches[..index] {
-                    let _ = leases.release(&taken.remote, lease);
-                }
+                give_back(&install.manifest.branches[..index]);
                 return Err(coded(ExitCode::Refused, err.to_string()));
             }
             Err(err) => {

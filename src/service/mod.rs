@@ -127,7 +127,7 @@ pub fn run(
     }
     let leases = Leases::new(rclone, &install.state_dir(), options.lease_expiry);
     let lease = Lease::ours(&install.manifest.install_id, install.root());
-    let unreachable = take_leases(&leases, &install, &lease, options.force)?;
+    let unreachable = take_leases(rclone, &leases, &install, &lease, options.force)?;
     let held = LeaseGuard {
         leases,
         remotes: install

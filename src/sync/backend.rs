@@ -1,8 +1,10 @@
 //! What the engine must know of a remote's backend beyond the RC calls:
 //! whether it writes an upload in place, where a killed upload leaves a
-//! torn file under the real name, and whether a hash check costs a read.
+//! torn file under the real name, whether a hash check costs a read, and
+//! whether its listings hide names that start with a dot.
 
-use crate::rclone::Rclone;
+use crate::rclone::{ListOptions, Location, Rclone, RcloneError};
+use crate::sync::lease::LEASE_FILE;
 
 /// Backends that write an upload into the destination file as the bytes
 /// arrive. Object stores (S3, B2, Drive, OneDrive, Dropbox …) make an
@@ -68,6 +70,37 @@ fn resolve(
         remote = wrapped?;
     }
     None
+}
+
+/// Whether listings of `remote` leave out names that start with a dot,
+/// while the files are there: FTP servers do by default (vsftpd, proFTPD),
+/// and rclone's ftp backend asks for them only with `force_list_hidden`.
+/// Such a remote takes every upload and lists none of `.git`, `.config` or
+/// `.bashrc` back, so a reconcile would send them forever and an import
+/// would lose them. Told by msync's own `.msync` directory: missing from
+/// the root's listing, yet listed when asked for by name. A remote without
+/// one tells nothing (false).
+pub fn hides_dot_names(rclone: Rclone, remote: &str) -> Result<bool, RcloneError> {
+    let msync_dir = LEASE_FILE.split('/').next().unwrap_or(LEASE_FILE);
+    let root = rclone.list(
+        &Location::new(remote, ""),
+        &ListOptions {
+            dirs_only: true,
+            ..ListOptions::default()
+        },
+    )?;
+    if root.iter().any(|entry| entry.name == msync_dir) {
+        return Ok(false);
+    }
+    let inside = rclone.list(&Location::new(remote, msync_dir), &ListOptions::default());
+    Ok(inside.is_ok_and(|entries| !entries.is_empty()))
+}
+
+/// Why msync refuses a remote that [`hides_dot_names`], and what to do.
+pub fn hidden_dot_names_refusal(remote: &str) -> String {
+    format!(
+        "{remote} lists no names that start with a dot (its .msync directory is there but not listed), so msync could not tell what it holds nor restore .git or .config from it: set force_list_hidden = true in the remote's rclone config (FTP), or have the server list them (vsftpd: force_dot_files=YES)"
+    )
 }
 
 #[cfg(test)]

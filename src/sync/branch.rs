@@ -413,6 +413,7 @@ impl BranchWorker {
         while let Some(work) = self.next_work() {
             let cancelled = match work {
                 Work::Reconcile(covered) => {
+                    self.reconnect_if_probing();
                     let result = self.reconcile();
                     self.reconciled(covered, result)
                 }
@@ -433,6 +434,9 @@ impl BranchWorker {
                     false
                 }
                 Work::Ops { taken, probe } => {
+                    if probe {
+                        self.reconnect_if_probing();
+                    }
                     let ops: Vec<Op> = taken.iter().map(|(_, op)| op.clone()).collect();
                     let results = self.execute(&ops);
                     self.record_meta(&ops, &results);
@@ -442,6 +446,28 @@ impl BranchWorker {
             if cancelled {
                 return;
             }
+        }
+    }
+
+    /// Before a probe of a remote that stopped answering, drops the
+    /// connections rclone holds to it. rclone keeps them in each remote's
+    /// cached Fs, and its ftp backend hands pooled ones out unchecked: after
+    /// an outage every stale one failed a probe, a backoff apart, and a
+    /// branch stayed paused for many minutes after its server was back.
+    /// rclone's cache is shared by every remote (it can only be cleared
+    /// whole): the others make theirs anew on their next call, at the cost
+    /// of a login, rarely.
+    fn reconnect_if_probing(&self) {
+        let probing_down = self
+            .lock()
+            .pause
+            .as_ref()
+            .is_some_and(|p| p.probing && p.trouble == Trouble::Down);
+        if probing_down && let Err(err) = self.rclone.forget_remotes() {
+            warn!(
+                "{}: cannot drop rclone's connections: {err}",
+                self.spec.name
+            );
         }
     }
 

@@ -18,6 +18,8 @@
 //! the messages its backends produce; anything unrecognised is a transient
 //! failure of one path, the class that loses nothing and holds nothing up.
 
+use std::time::Duration;
+
 use crate::rclone::RcloneError;
 
 /// What is wrong with a whole remote.
@@ -145,6 +147,23 @@ impl From<RcloneError> for Failure {
     }
 }
 
+/// How long a rate-limited remote asked to be left alone. librclone's shim
+/// adds a server's Retry-After to the answer's status line, which backends
+/// put in their error text: "429 Too Many Requests (retry after 7s)".
+pub fn retry_after(message: &str) -> Option<Duration> {
+    const MARK: &str = "(retry after ";
+    let start = message.find(MARK)? + MARK.len();
+    let rest = &message[start..];
+    let seconds: u64 = rest[..rest.find("s)")?].parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// Whether a whole-remote failure is the server asking for fewer requests.
+pub fn is_rate_limit(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    retry_after(message).is_some() || RATE_LIMIT_WORDS.iter().any(|m| lower.contains(m))
+}
+
 /// Whether an error message says that something does not exist. Backends
 /// word it differently: rclone's own "not found", the local and sftp
 /// backends' errno text.
@@ -230,12 +249,30 @@ const REMOTE_DOWN: &[&str] = &[
     "ratelimit",
     "status 429",
     "429 too many",
+    "status code: 429",
+    "slowdown",
+    "reduce your request rate",
     "unauthorized",
     "invalid_grant",
     "token expired",
     "status 401",
     "status 503",
+    "status code: 503",
     "service unavailable",
+];
+
+/// The words of a rate limit among [`REMOTE_DOWN`]'s: HTTP 429, S3's
+/// SlowDown, Google's rateLimitExceeded.
+const RATE_LIMIT_WORDS: &[&str] = &[
+    "too many requests",
+    "rate limit",
+    "ratelimit",
+    "status 429",
+    "status code: 429",
+    "slowdown",
+    "reduce your request rate",
+    "rate of requests",
+    "quota metric",
 ];
 
 /// One path the backend can never hold as it is.
@@ -345,6 +382,27 @@ mod tests {
         ] {
             assert_eq!(class(message), expected, "{message}");
         }
+    }
+
+    #[test]
+    fn rate_limits_pause_the_remote_for_the_time_the_server_asked() {
+        for message in [
+            "Too Many Requests: 429 Too Many Requests (retry after 7s)",
+            "SlowDown: Please reduce your request rate.\n\tstatus code: 503, request id: X",
+            "503 Service Unavailable (retry after 7s)",
+        ] {
+            assert_eq!(class(message), "remote down", "{message}");
+            assert!(is_rate_limit(message), "{message}");
+        }
+        assert_eq!(
+            retry_after("429 Too Many Requests (retry after 7s): body"),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(retry_after("429 Too Many Requests"), None);
+        assert_eq!(retry_after("(retry after soon)"), None);
+        assert!(!is_rate_limit(
+            "dial tcp 127.0.0.1:1: connect: connection refused"
+        ));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! msync's integration tests: the real binary, the real librclone, real
 //! files, checked with Debian's rclone CLI.
 
+mod backends;
 mod cli;
 mod engine;
 mod faults;
+mod faulty;
 mod fidelity;
+mod ftp;
 mod guards;
 mod hardening;
 mod interlocks;

@@ -29,14 +29,20 @@ impl Pool {
 
     /// Writes `config`, installs the remotes named (all when `None`).
     pub fn install_remotes(sandbox: Sandbox, config: &str, remotes: Option<&str>) -> Pool {
+        match remotes {
+            Some(remotes) => Pool::install_with(sandbox, config, &["--remotes", remotes]),
+            None => Pool::install_with(sandbox, config, &[]),
+        }
+    }
+
+    /// Writes `config`, installs with `extra` options.
+    pub fn install_with(sandbox: Sandbox, config: &str, extra: &[&str]) -> Pool {
         require_tool("mergerfs", "mergerfs");
         sandbox.write_config(config);
         let install = sandbox.path().join("install");
         let mount = sandbox.path().join("mnt");
         let mut command = sandbox.msync(["install", install.to_str().unwrap()]);
-        if let Some(remotes) = remotes {
-            command.args(["--remotes", remotes]);
-        }
+        command.args(extra);
         run(command);
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(install.join("msync.json")).unwrap()).unwrap();
@@ -158,10 +164,15 @@ impl Pool {
             if quiet >= 2 {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the service did not settle: {status:#?}"
-            );
+            if Instant::now() >= deadline {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(80).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "the service did not settle: {status:#?}\nthe log's end:\n{}",
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
     }

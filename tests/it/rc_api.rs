@@ -36,8 +36,10 @@ fn the_library_runs_with_msyncs_retry_policy() {
     let main = &options["main"];
     assert_eq!(main["LowLevelRetries"], 3, "{main:#}");
     assert_eq!(main["ConnectTimeout"], 15_000_000_000u64, "{main:#}");
+    // A stalled connection is dropped after a minute, not rclone's five.
+    assert_eq!(main["Timeout"], 60_000_000_000u64, "{main:#}");
     // Everything else keeps rclone's defaults.
-    assert_eq!(main["Timeout"], 300_000_000_000u64, "{main:#}");
+    assert_eq!(main["Transfers"], 4, "{main:#}");
 }
 
 #[test]

@@ -113,9 +113,30 @@ impl SftpServer {
     /// are checked against a known_hosts file holding this server's key;
     /// the shell type and hash commands are given so rclone never probes.
     pub fn rclone_section(&self, name: &str) -> String {
+        self.rclone_section_via(name, self.port)
+    }
+
+    /// The same, reaching the server through `port` (a proxy in front of
+    /// it), which its known host key is added for.
+    pub fn rclone_section_via(&self, name: &str, port: u16) -> String {
+        if port != self.port {
+            let known_hosts = self.dir.path().join("known_hosts");
+            let ours = std::fs::read_to_string(&known_hosts).unwrap();
+            let key = ours.lines().next().unwrap().split_once(' ').unwrap().1;
+            let line = format!("[127.0.0.1]:{port} {key}\n");
+            if !ours.contains(&line) {
+                std::fs::write(&known_hosts, ours + &line).unwrap();
+            }
+        }
+        let mut options = self.options();
+        options
+            .iter_mut()
+            .find(|(key, _)| *key == "port")
+            .unwrap()
+            .1 = port.to_string();
         format!(
             "[{name}]\ntype = sftp\n{}",
-            self.options()
+            options
                 .iter()
                 .map(|(key, value)| format!("{key} = {value}\n"))
                 .collect::<String>()

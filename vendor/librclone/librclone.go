@@ -70,6 +70,7 @@ func RcloneInitialize() {
 	}
 	configfile.Install()
 	takeOverCABundle()
+	installRetryAfter()
 	// LIBRCLONE_MSYNC_CALLS=off leaves them out, so msync's tests can prove
 	// it works with an upstream build that lacks them.
 	if mode, _ := hostEnv("LIBRCLONE_MSYNC_CALLS"); mode != "off" {

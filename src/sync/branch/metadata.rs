@@ -224,12 +224,14 @@ impl BranchWorker {
 
     /// Sends the pending records as one journal; kept for the next try
     /// when that fails.
-    pub(super) fn write_journal(&self) {
+    /// Writes what is pending as the next journal; false when that failed
+    /// (the records wait for the next one).
+    pub(super) fn write_journal(&self) -> bool {
         let (records, file) = {
             let mut meta = self.meta();
             let Some(seq) = meta.next_seq else {
                 meta.writing = false;
-                return;
+                return true;
             };
             meta.next_seq = Some(seq + 1);
             meta.since = None;
@@ -252,17 +254,27 @@ impl BranchWorker {
             let newer = std::mem::replace(&mut meta.pending, records);
             meta.pending.extend(newer);
             meta.since = Some(Instant::now());
+            return false;
         }
+        true
     }
 
     /// At stop: what is pending goes out now, unless something is wrong
     /// with the whole remote (the next start's reconcile covers it then).
+    /// A failure gets one more try on fresh connections: a journal left
+    /// out makes the next import hold back every file it records.
     pub fn write_journal_at_stop(&self) {
         let pending = {
             let meta = self.meta();
             !meta.pending.is_empty() && !meta.writing
         };
-        if pending && self.trouble().is_none() {
+        if pending && self.trouble().is_none() && !self.write_journal() {
+            if let Err(err) = self.rclone.forget_remotes() {
+                warn!(
+                    "{}: cannot drop rclone's connections: {err}",
+                    self.spec.name
+                );
+            }
             self.write_journal();
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 
 use super::{BranchWorker, Pause, RECONCILE_RETRY, Shared};
-use crate::sync::failure::{Failure, Trouble};
+use crate::sync::failure::{self, Failure, Trouble};
 use crate::sync::table::{Covered, Op, Taken, backoff};
 
 /// How long an upload that does not fit waits before it is tried again
@@ -191,7 +191,15 @@ impl BranchWorker {
                 }
                 self.measure_soon(&mut shared);
             }
-            self.pause(&mut shared, trouble, message, "upload");
+            let paused_since = shared.pause.as_ref().filter(|p| p.trouble == trouble);
+            if !probe && paused_since.is_some() {
+                // Work that was under way when the remote failed, failing
+                // the same way: one outage, not a failed probe, so the
+                // backoff stays as it was.
+                shared.last_error = Some(message);
+            } else {
+                self.pause(&mut shared, trouble, message, "upload");
+            }
         } else if answered
             && (probe
                 || shared
@@ -244,6 +252,12 @@ impl BranchWorker {
     fn pause(&self, shared: &mut Shared, trouble: Trouble, message: String, what: &str) {
         let failures = shared.pause.as_ref().map_or(0, |p| p.failures) + 1;
         let (wait, why) = match trouble {
+            // A server that said how long to wait gets exactly that.
+            Trouble::Down if failure::is_rate_limit(&message) => (
+                failure::retry_after(&message)
+                    .unwrap_or_else(|| backoff(failures, self.config.max_backoff)),
+                "asks for fewer requests",
+            ),
             Trouble::Down => (
                 backoff(failures, self.config.max_backoff),
                 "is not answering",
