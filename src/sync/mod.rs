@@ -171,6 +171,20 @@ pub fn sync_filter() -> Value {
     })
 }
 
+/// An rclone filter rule matching exactly the branch path `path` (from
+/// the root of the transfer): glob characters are escaped.
+pub fn exact_rule(path: &str) -> String {
+    let mut rule = String::with_capacity(path.len() + 1);
+    rule.push('/');
+    for c in path.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']' | '{' | '}') {
+            rule.push('\\');
+        }
+        rule.push(c);
+    }
+    rule
+}
+
 /// The engine's tunables.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
@@ -374,6 +388,15 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exact_rules_escape_glob_characters() {
+        assert_eq!(super::exact_rule("a/b.txt"), "/a/b.txt");
+        assert_eq!(
+            super::exact_rule("x[1]*?{a,b}\\y"),
+            "/x\\[1\\]\\*\\?\\{a,b\\}\\\\y"
+        );
+    }
+
     use super::*;
 
     #[test]

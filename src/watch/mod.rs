@@ -35,6 +35,7 @@ use std::time::Duration;
 
 pub use debounce::{Debouncer, QUICK, RawEvent, RawKind};
 pub use inotify::Watcher;
+pub use open_files::open_for_writing_below;
 
 /// One branch directory to watch; `index` is echoed in every [`Change`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A file's identity: device and inode.
 pub type FileId = (u64, u64);
@@ -23,12 +23,35 @@ pub fn file_id(path: &Path) -> Option<FileId> {
 /// Those of `files` that some process holds open for writing. A process
 /// whose descriptors cannot be read (it exited meanwhile) holds none.
 pub fn open_for_writing(files: &HashSet<FileId>) -> HashSet<FileId> {
-    let mut writing = HashSet::new();
     if files.is_empty() {
-        return writing;
+        return HashSet::new();
     }
+    // Follows each descriptor's magic link to the open file itself.
+    writable_descriptors(|descriptor| {
+        let meta = std::fs::metadata(descriptor).ok()?;
+        let id = (meta.dev(), meta.ino());
+        files.contains(&id).then_some(id)
+    })
+    .into_iter()
+    .collect()
+}
+
+/// The files below `dir` that some process holds open for writing,
+/// relative to it: by a writer directly, or by the union filesystem's
+/// process on a writer's behalf (mergerfs holds the branch file open).
+pub fn open_for_writing_below(dir: &Path) -> Vec<PathBuf> {
+    writable_descriptors(|descriptor| {
+        let target = std::fs::read_link(descriptor).ok()?;
+        target.strip_prefix(dir).ok().map(Path::to_path_buf)
+    })
+}
+
+/// What `wanted` makes of every descriptor on the machine that is open
+/// for writing (`wanted` first, the cheaper test for most descriptors).
+fn writable_descriptors<T>(mut wanted: impl FnMut(&Path) -> Option<T>) -> Vec<T> {
+    let mut found = Vec::new();
     let Ok(processes) = std::fs::read_dir("/proc") else {
-        return writing;
+        return found;
     };
     for process in processes.flatten() {
         let name = process.file_name();
@@ -39,17 +62,14 @@ pub fn open_for_writing(files: &HashSet<FileId>) -> HashSet<FileId> {
             continue;
         };
         for fd in fds.flatten() {
-            // Follows the descriptor's magic link to the open file itself.
-            let Ok(meta) = std::fs::metadata(fd.path()) else {
-                continue;
-            };
-            let id = (meta.dev(), meta.ino());
-            if files.contains(&id) && opened_for_writing(&process.path(), &fd.file_name()) {
-                writing.insert(id);
+            if let Some(item) = wanted(&fd.path())
+                && opened_for_writing(&process.path(), &fd.file_name())
+            {
+                found.push(item);
             }
         }
     }
-    writing
+    found
 }
 
 /// Whether descriptor `fd` of the process at `proc_dir` was opened with

@@ -137,6 +137,38 @@ fn fifos_sockets_and_open_files_never_hold_up_a_branch() {
 }
 
 #[test]
+fn a_reconcile_leaves_files_still_open_for_writing_to_their_close() {
+    let mut pool = Pool::local_clouds(1);
+    pool.import();
+    pool.start_with(&["--reconcile-every", "1s"]);
+    let remote = pool.branches[0].1.clone();
+    let mut log = std::fs::File::create(pool.mount.join("open.log")).unwrap();
+    writeln!(log, "first line").unwrap();
+    log.flush().unwrap();
+    // Reconciles that ran while the file was open (each logs it), and
+    // every one of them left it out.
+    let waited = |pool: &Pool| {
+        pool.log()
+            .matches("1 file(s) open for writing wait for their writers to close them")
+            .count()
+    };
+    wait_until("two reconciles with the file open", SETTLE, || {
+        waited(&pool) >= 2
+    });
+    let names = pool.remote_names(&remote);
+    assert!(!names.iter().any(|p| p == "open.log"), "{names:?}");
+
+    writeln!(log, "last line").unwrap();
+    drop(log);
+    wait_until("the closed file on the cloud", SETTLE, || {
+        pool.remote_names(&remote).iter().any(|p| p == "open.log")
+    });
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    pool.stop();
+}
+
+#[test]
 fn every_replaced_version_is_kept_in_the_trash() {
     let mut pool = Pool::local_clouds(1);
     pool.import();

@@ -18,7 +18,8 @@ use crate::rclone::{Call, Job, Location};
 use crate::space::size::Shown;
 use crate::sync::failure::Failure;
 use crate::sync::table::Op;
-use crate::sync::{guard, link_name, local_fs, sync_filter, trash, with_metadata};
+use crate::sync::{exact_rule, guard, link_name, local_fs, sync_filter, trash, with_metadata};
+use crate::watch::open_for_writing_below;
 
 /// Files smaller than this are sent with one plain call, not a watched job.
 const SMALL_FILE: u64 = 1 << 20;
@@ -72,7 +73,7 @@ impl BranchWorker {
             return sent_whole;
         }
         let call = Call::sync(&self.local_fs(), &self.spec.remote)
-            .filter(sync_filter())
+            .filter(self.tree_filter(""))
             .config(config);
         let result = self.run_job(&call).and(sent_whole);
         if matches!(result, Ok(()) | Err(Failure::Path { .. })) {
@@ -87,6 +88,31 @@ impl BranchWorker {
             }
         }
         result
+    }
+
+    /// The filter for sending the tree below `below` (`""`: the whole
+    /// branch) in one job: msync's own files aside, and the files some
+    /// process still holds open for writing. Those go once their writer
+    /// closes them (the watcher hears it), not half written by a reconcile
+    /// that happened to run meanwhile.
+    pub(super) fn tree_filter(&self, below: &str) -> serde_json::Value {
+        let mut filter = sync_filter();
+        let dir = self.spec.local.join(below);
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let open = open_for_writing_below(&dir);
+        if open.is_empty() {
+            return filter;
+        }
+        info!(
+            "{}: {} file(s) open for writing wait for their writers to close them",
+            self.spec.name,
+            open.len()
+        );
+        if let Some(rules) = filter["ExcludeRule"].as_array_mut() {
+            let names = open.iter().filter_map(|path| path.to_str());
+            rules.extend(names.map(|name| exact_rule(name).into()));
+        }
+        filter
     }
 
     /// Logs what the remote's backend can do, once it answers.
@@ -329,7 +355,7 @@ impl BranchWorker {
             return self.send_changed_whole(&local, name);
         }
         let call = Call::copy(&local, &self.remote_dir(name))
-            .filter(sync_filter())
+            .filter(self.tree_filter(name))
             .config(self.sending_config(trash::backup_config_below(
                 &self.spec.remote,
                 name,

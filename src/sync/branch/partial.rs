@@ -19,7 +19,7 @@ use serde_json::json;
 use super::BranchWorker;
 use crate::rclone::{Call, ListOptions, Location};
 use crate::sync::failure::{Failure, says_not_found};
-use crate::sync::{sync_filter, trash};
+use crate::sync::trash;
 
 /// Moves into place run this many at a time, as rclone's checkers do (its
 /// `--checkers` default): a move carries no bytes, only a round trip or
@@ -124,7 +124,7 @@ impl BranchWorker {
             "sync/copy",
             json!({"srcFs": source, "dstFs": self.remote_dir(&partial)}),
         )
-        .filter(sync_filter())
+        .filter(self.tree_filter(below))
         .config(self.sending_config(json!({"CompareDest": [compare], "IgnoreErrors": true})));
         let copied = self.run_job(&call);
         if let Err(failure) = &copied
