@@ -191,8 +191,8 @@ impl BranchWorker {
                 }
                 self.measure_soon(&mut shared);
             }
-            let paused_since = shared.pause.as_ref().filter(|p| p.trouble == trouble);
-            if !probe && paused_since.is_some() {
+            let already_paused = shared.pause.as_ref().is_some_and(|p| p.trouble == trouble);
+            if !probe && already_paused {
                 // Work that was under way when the remote failed, failing
                 // the same way: one outage, not a failed probe, so the
                 // backoff stays as it was.
