@@ -10,6 +10,7 @@
 //! [`Mover`] makes those moves, for the keeper and for `msync balance`
 //! (through the control socket), and knows which branches are retired.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -28,7 +29,7 @@ use crate::install::InstallDir;
 use crate::space::placement::{self, Candidate, PoolRoom};
 use crate::space::relocate::{self, RelocateError};
 use crate::space::size::Shown;
-use crate::sync::{Engine, Trouble};
+use crate::sync::{Engine, Homeless, Trouble, branch_files, case};
 use crate::union::{self, Driver};
 
 /// How often placement is looked at.
@@ -48,6 +49,15 @@ pub struct PoolStatus {
     pub takes_new: Vec<String>,
     /// Branches whose cloud's capacity is unknown.
     pub unknown: Vec<String>,
+}
+
+/// What becomes of a moved file's object on its old cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OldCopy {
+    /// Deleted for good once the new branch has sent the file.
+    Discard,
+    /// The old cloud holds none.
+    None,
 }
 
 struct Kept {
@@ -81,8 +91,15 @@ impl Mover {
     }
 
     /// Moves `path` from branch `from` to branch `to`; the old cloud's
-    /// copy is discarded once the new branch has sent the file.
-    fn move_file(&self, from: usize, to: usize, path: &Path) -> Result<(), RelocateError> {
+    /// copy, if it may hold one, is discarded once the new branch has sent
+    /// the file.
+    fn move_file(
+        &self,
+        from: usize,
+        to: usize,
+        path: &Path,
+        old_copy: OldCopy,
+    ) -> Result<(), RelocateError> {
         // Told first, so the old branch ignores the watcher's delete.
         self.engine.moved(from, to, path);
         if let Err(err) =
@@ -91,8 +108,10 @@ impl Mover {
             self.engine.moved_back(from, to, path);
             return Err(err);
         }
-        self.lock_pending()
-            .push((from, to, path.to_path_buf(), Instant::now()));
+        if old_copy == OldCopy::Discard {
+            self.lock_pending()
+                .push((from, to, path.to_path_buf(), Instant::now()));
+        }
         Ok(())
     }
 
@@ -165,7 +184,7 @@ impl Mover {
                 ));
                 continue;
             };
-            match self.move_file(from, to, &order.path) {
+            match self.move_file(from, to, &order.path, OldCopy::Discard) {
                 Ok(()) => moved += 1,
                 Err(err) => failed.push(err.to_string()),
             }
@@ -228,6 +247,7 @@ pub(super) fn keep_space(
         applied: None,
         pool: None,
         status: Arc::clone(&status),
+        unplaced: BTreeSet::new(),
     };
     if driver != Driver::Mergerfs {
         warn!(
@@ -259,6 +279,8 @@ struct Keeper {
     applied: Option<Vec<bool>>,
     pool: Option<PoolRoom>,
     status: Arc<Mutex<Option<PoolStatus>>>,
+    /// Held names no branch could take, warned about once each.
+    unplaced: BTreeSet<PathBuf>,
 }
 
 impl Keeper {
@@ -317,25 +339,57 @@ impl Keeper {
             .collect()
     }
 
-    /// Moves each file that did not fit to the least full cloud with room
-    /// for it; what moved counts against that cloud at once.
+    /// Moves each file that cannot go to its cloud to the least full cloud
+    /// with room for it, where its name clashes with none; what moved
+    /// counts against that cloud at once.
     fn relocate_homeless(&mut self, candidates: &mut [Candidate]) {
         let branches = &self.mover.branches;
         for from in 0..branches.len() {
-            for path in self.engine.take_homeless(from) {
+            for (path, why) in self.engine.take_homeless(from) {
                 let source = branches[from].dir.join(&path);
                 let Ok(meta) = std::fs::symlink_metadata(&source) else {
                     continue;
                 };
-                let size = meta.len();
-                let Some(to) = placement::target(candidates, size, from) else {
+                // A directory moves whole when its name clashes.
+                let size = if meta.is_dir() {
+                    branch_files(&source).iter().map(|(_, size)| size).sum()
+                } else {
+                    meta.len()
+                };
+                let open: Vec<Candidate> = (0..candidates.len())
+                    .map(|i| Candidate {
+                        retired: candidates[i].retired || self.would_clash(i, &path),
+                        ..candidates[i]
+                    })
+                    .collect();
+                let Some(to) = placement::target(&open, size, from) else {
+                    if why == Homeless::NameClash && self.unplaced.insert(path.clone()) {
+                        warn!(
+                            "{}: no other branch can take {} (its name clashes, or no cloud has room): it stays on the local disk, listed by `status`",
+                            branches[from].name,
+                            path.display()
+                        );
+                    }
                     continue;
                 };
+                self.unplaced.remove(&path);
                 let (from_branch, to_branch) = (&branches[from], &branches[to]);
-                match self.mover.move_file(from, to, &path) {
+                // A held name was never sent: its old cloud holds nothing of
+                // it, and a delete there would reach the name it keeps.
+                let old_copy = match why {
+                    Homeless::NoRoom => OldCopy::Discard,
+                    Homeless::NameClash => OldCopy::None,
+                };
+                match self.mover.move_file(from, to, &path, old_copy) {
                     Ok(()) => {
+                        let why = match why {
+                            Homeless::NoRoom => "no room for",
+                            Homeless::NameClash => {
+                                "its case-insensitive cloud keeps another name like"
+                            }
+                        };
                         info!(
-                            "{}: no room for {} ({}) on its cloud; moved to {}",
+                            "{}: {why} {} ({}); moved to {}",
                             from_branch.name,
                             path.display(),
                             Shown(size),
@@ -355,6 +409,14 @@ impl Keeper {
                 }
             }
         }
+    }
+
+    /// Whether `path` would clash on `branch`'s cloud with a name the
+    /// branch already holds; a cloud not asked yet counts as
+    /// case-insensitive.
+    fn would_clash(&self, branch: usize, path: &Path) -> bool {
+        self.engine.case_insensitive(branch) != Some(false)
+            && case::has_rival(&self.mover.branches[branch].dir, path)
     }
 
     fn report_pool(&mut self, pool: PoolRoom) {

@@ -1,5 +1,6 @@
 //! Moving one file from a branch directory to another, so that it is sent
-//! to the other branch's cloud. The path seen through the mount does not
+//! to the other branch's cloud (or one directory, with what it holds, when
+//! its name cannot go to its cloud: see [`crate::sync::case`]). The path seen through the mount does not
 //! change: the union shows the file from whichever branch holds it.
 //!
 //! The move is one `rename(2)` on the branches' filesystem, so the file is
@@ -26,7 +27,7 @@ use thiserror::Error;
 pub enum RelocateError {
     #[error("{}: gone", .0.display())]
     Gone(PathBuf),
-    #[error("{}: not a regular file", .0.display())]
+    #[error("{}: neither a regular file nor a directory", .0.display())]
     NotAFile(PathBuf),
     #[error("{} already exists", .0.display())]
     TargetExists(PathBuf),
@@ -42,9 +43,9 @@ pub enum RelocateError {
     Io { path: PathBuf, error: Errno },
 }
 
-/// Moves `relative` from branch directory `from_root` to `to_root`,
-/// making its parent directories there as they are in `from_root` (mode
-/// and owner).
+/// Moves `relative` (a regular file or a directory) from branch directory
+/// `from_root` to `to_root`, making its parent directories there as they
+/// are in `from_root` (mode and owner).
 pub fn move_file(from_root: &Path, to_root: &Path, relative: &Path) -> Result<(), RelocateError> {
     let source = from_root.join(relative);
     let target = to_root.join(relative);
@@ -60,7 +61,11 @@ pub fn move_file(from_root: &Path, to_root: &Path, relative: &Path) -> Result<()
     }
     let (from_dir, like) = walk(from_root, parent, None)?;
     match fstatat(&from_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(stat) if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG => {}
+        Ok(stat)
+            if matches!(
+                SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT,
+                SFlag::S_IFREG | SFlag::S_IFDIR
+            ) => {}
         Ok(_) => return Err(RelocateError::NotAFile(source)),
         Err(Errno::ENOENT) => return Err(RelocateError::Gone(source)),
         Err(error) => {
@@ -182,6 +187,24 @@ mod tests {
         assert_eq!(fs::read(b.join("photos/2026/x.jpg")).unwrap(), b"jpeg");
         let mode = fs::metadata(b.join("photos/2026")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o750);
+    }
+
+    #[test]
+    fn a_directory_moves_whole_but_never_over_another() {
+        let temp = tempfile::tempdir().unwrap();
+        let (a, b) = (temp.path().join("a"), temp.path().join("b"));
+        fs::create_dir_all(a.join("docs/sub")).unwrap();
+        fs::create_dir_all(b.join("other")).unwrap();
+        fs::write(a.join("docs/sub/f"), b"mine").unwrap();
+        std::os::unix::fs::symlink("f", a.join("docs/sub/link")).unwrap();
+        move_file(&a, &b, Path::new("docs")).unwrap();
+        assert!(!a.join("docs").exists());
+        assert_eq!(fs::read(b.join("docs/sub/f")).unwrap(), b"mine");
+        assert!(b.join("docs/sub/link").is_symlink());
+        fs::create_dir_all(a.join("other")).unwrap();
+        let err = move_file(&a, &b, Path::new("other")).unwrap_err();
+        assert!(matches!(err, RelocateError::TargetExists(_)), "{err}");
+        assert!(a.join("other").is_dir());
     }
 
     #[test]

@@ -27,16 +27,17 @@
 //! `_async` job, so `stop --now` can cancel it with `job/stop`; a small file
 //! goes as one plain call.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
 use serde_json::json;
 
 mod capacity;
+mod clash;
 mod metadata;
 mod ops;
 mod outcome;
@@ -45,7 +46,7 @@ mod partial;
 use super::failure::Trouble;
 use super::status::{BranchState, BranchStatus, InFlight};
 use super::table::{Covered, Op, PathTable, Taken};
-use super::{EngineConfig, guard};
+use super::{EngineConfig, Homeless, guard};
 use crate::install::DirIdentity;
 use crate::rclone::Rclone;
 use crate::space::Capacity;
@@ -134,9 +135,13 @@ struct Shared {
     /// A reconcile stopped on a full cloud: the files it left unsent must
     /// be found and queued one by one, to be placed where there is room.
     unsent_due: bool,
-    /// Uploads that do not fit on this cloud, waiting to be moved to a
-    /// branch whose cloud has room.
-    homeless: BTreeSet<PathBuf>,
+    /// Uploads that cannot go to this cloud, waiting to be moved to a
+    /// branch that can take them.
+    homeless: BTreeMap<PathBuf, Homeless>,
+    /// Names held back from a case-insensitive cloud, each with why (see
+    /// [`clash`]): none of them is ever the subject of a call to the
+    /// remote, since there it means the name the cloud keeps.
+    held_names: BTreeMap<PathBuf, String>,
     /// Files moved to another branch: their remote copy stays until the
     /// other branch has sent them (the watcher's delete is ignored).
     moved_away: BTreeSet<PathBuf>,
@@ -176,6 +181,9 @@ pub struct BranchWorker {
     /// The backend's features were logged (at the first reconcile that
     /// could read them).
     described: AtomicBool,
+    /// The remote takes names that differ only in case for one (asked
+    /// once, when first needed).
+    case_insensitive: OnceLock<bool>,
 }
 
 /// A unit of work a thread took.
@@ -228,7 +236,8 @@ impl BranchWorker {
                 giving_way: false,
                 trash_spent_until: None,
                 unsent_due: false,
-                homeless: BTreeSet::new(),
+                homeless: BTreeMap::new(),
+                held_names: BTreeMap::new(),
                 moved_away: BTreeSet::new(),
                 moved_in: BTreeSet::new(),
                 sent_moved: Vec::new(),
@@ -247,6 +256,7 @@ impl BranchWorker {
             places,
             partials_cleaned: AtomicBool::new(false),
             described: AtomicBool::new(false),
+            case_insensitive: OnceLock::new(),
         }
     }
 
@@ -343,13 +353,19 @@ impl BranchWorker {
         self.lock().capacity_now()
     }
 
+    /// Whether the remote takes names that differ only in case for one;
+    /// `None` until it was asked.
+    pub fn case_insensitive(&self) -> Option<bool> {
+        self.case_insensitive.get().copied()
+    }
+
     /// What is wrong with the whole remote, while something is.
     pub fn trouble(&self) -> Option<Trouble> {
         self.lock().pause.as_ref().map(|p| p.trouble)
     }
 
     /// The uploads that did not fit since the last call.
-    pub fn take_homeless(&self) -> Vec<PathBuf> {
+    pub fn take_homeless(&self) -> Vec<(PathBuf, Homeless)> {
         std::mem::take(&mut self.lock().homeless)
             .into_iter()
             .collect()

@@ -18,6 +18,8 @@
 //! the messages its backends produce; anything unrecognised is a transient
 //! failure of one path, the class that loses nothing and holds nothing up.
 
+use std::path::PathBuf;
+
 use std::time::Duration;
 
 use crate::rclone::RcloneError;
@@ -50,6 +52,11 @@ pub enum Failure {
     Remote { trouble: Trouble, message: String },
     /// The file does not fit in the room its cloud has left.
     NoRoom(String),
+    /// The name differs only in case from one the case-insensitive cloud
+    /// keeps in the same directory (see [`super::case`]): it must go to
+    /// another branch: `held` (the path itself, or the directory above it
+    /// whose name clashes).
+    NameClash { held: PathBuf, message: String },
     /// Cancelled by `stop`.
     Cancelled,
     /// A guard refused the work (see [`super::guard`]).
@@ -106,9 +113,10 @@ impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Failure::Path { message, .. } | Failure::Remote { message, .. } => message,
-            Failure::Refused(message) | Failure::Skipped(message) | Failure::NoRoom(message) => {
-                message
-            }
+            Failure::Refused(message)
+            | Failure::Skipped(message)
+            | Failure::NoRoom(message)
+            | Failure::NameClash { message, .. } => message,
             Failure::Cancelled => "cancelled",
         }
     }

@@ -20,6 +20,7 @@
 
 pub mod backend;
 mod branch;
+pub mod case;
 mod failure;
 pub mod guard;
 pub mod lease;
@@ -185,6 +186,16 @@ pub fn exact_rule(path: &str) -> String {
     rule
 }
 
+/// Why an upload must move to another branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Homeless {
+    /// It does not fit on its cloud.
+    NoRoom,
+    /// Its cloud is case-insensitive and keeps another name that differs
+    /// from it only in case (see [`case`]).
+    NameClash,
+}
+
 /// The engine's tunables.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
@@ -292,12 +303,19 @@ impl Engine {
             .collect()
     }
 
-    /// The uploads of a branch that did not fit on its cloud since the
-    /// last call, to be moved to another branch.
-    pub fn take_homeless(&self, branch: usize) -> Vec<PathBuf> {
+    /// The uploads of a branch that cannot go to its cloud (no room, or a
+    /// name the cloud takes for another) since the last call, to be moved
+    /// to another branch.
+    pub fn take_homeless(&self, branch: usize) -> Vec<(PathBuf, Homeless)> {
         self.worker(branch)
             .map(|w| w.take_homeless())
             .unwrap_or_default()
+    }
+
+    /// Whether a branch's remote takes names that differ only in case for
+    /// one; `None` until it was asked.
+    pub fn case_insensitive(&self, branch: usize) -> Option<bool> {
+        self.worker(branch).and_then(|w| w.case_insensitive())
     }
 
     /// A file moved from branch `from` to branch `to`: `from` keeps its

@@ -2,6 +2,7 @@
 //! files, checked with Debian's rclone CLI.
 
 mod backends;
+mod case_insensitive;
 mod cli;
 mod engine;
 mod faults;

@@ -13,6 +13,7 @@ use super::BranchWorker;
 use crate::rclone::{ListOptions, Location};
 use crate::space::measure::{Counts, measure};
 use crate::space::size::Shown;
+use crate::sync::Homeless;
 use crate::sync::failure::Trouble;
 use crate::sync::table::Op;
 use crate::sync::{branch_files, trash};
@@ -130,7 +131,9 @@ impl BranchWorker {
             .is_some_and(|p| p.trouble == Trouble::Full);
         if full {
             let waiting = shared.table.upload_paths();
-            shared.homeless.extend(waiting);
+            shared
+                .homeless
+                .extend(waiting.into_iter().map(|p| (p, Homeless::NoRoom)));
         }
     }
 

@@ -191,7 +191,8 @@ impl BranchWorker {
         };
         let mut parents = BTreeSet::new();
         for (op, result) in ops.iter().zip(results) {
-            if result.is_err() {
+            // A held name is never sent: the index must not hold it either.
+            if result.is_err() || self.is_held_name(op.path()) {
                 continue;
             }
             let Ok(path) = relative(op.path()) else {
@@ -282,7 +283,12 @@ impl BranchWorker {
     /// Every path of the branch the index records, with its metadata (an
     /// `lstat` each, from the directory listing).
     fn walk_entries(&self, names: &mut Names, mut visit: impl FnMut(Entry)) {
+        // Never sent: the remote holds another name's data there.
+        let held: BTreeSet<PathBuf> = self.held_names_below("").into_iter().collect();
         walk_tree(&self.spec.local, |path, _, entry| {
+            if !held.is_empty() && path.ancestors().any(|a| held.contains(a)) {
+                return;
+            }
             let (Some(path), Ok(meta)) = (path.to_str(), entry.metadata()) else {
                 return;
             };

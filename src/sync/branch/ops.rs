@@ -16,6 +16,7 @@ use super::{BranchWorker, POLL, POLL_FIRST};
 use crate::install::write_private;
 use crate::rclone::{Call, Job, Location};
 use crate::space::size::Shown;
+use crate::sync::case::{self, DirGroups};
 use crate::sync::failure::Failure;
 use crate::sync::table::Op;
 use crate::sync::{exact_rule, guard, link_name, local_fs, sync_filter, trash, with_metadata};
@@ -45,6 +46,8 @@ impl BranchWorker {
             self.spec.local.display(),
             self.spec.remote
         );
+        // Names a case-insensitive cloud would take for others stay out.
+        self.hold_clashes_below("")?;
         let plan = self.plan()?;
         if !self.described.swap(true, Ordering::Relaxed) {
             self.describe_backend();
@@ -91,12 +94,22 @@ impl BranchWorker {
     }
 
     /// The filter for sending the tree below `below` (`""`: the whole
-    /// branch) in one job: msync's own files aside, and the files some
-    /// process still holds open for writing. Those go once their writer
-    /// closes them (the watcher hears it), not half written by a reconcile
-    /// that happened to run meanwhile.
+    /// branch) in one job: msync's own files aside, the names held back
+    /// from a case-insensitive cloud (see [`super::clash`]), and the files
+    /// some process still holds open for writing. Those go once their
+    /// writer closes them (the watcher hears it), not half written by a
+    /// reconcile that happened to run meanwhile.
     pub(super) fn tree_filter(&self, below: &str) -> serde_json::Value {
         let mut filter = sync_filter();
+        if let Some(rules) = filter["ExcludeRule"].as_array_mut() {
+            for held in self.held_names_below(below) {
+                if let Some(name) = held.to_str() {
+                    let rule = exact_rule(name);
+                    rules.push(format!("{rule}/**").into());
+                    rules.push(rule.into());
+                }
+            }
+        }
         let dir = self.spec.local.join(below);
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         let open = open_for_writing_below(&dir);
@@ -219,6 +232,9 @@ impl BranchWorker {
     }
 
     fn execute_one(&self, op: &Op) -> Result<(), Failure> {
+        if let Some(result) = self.instead_of_held(op) {
+            return result;
+        }
         match op {
             Op::Upload(path) => self.upload(path),
             Op::Delete(path) => self.trash_file(relative(path)?),
@@ -228,6 +244,7 @@ impl BranchWorker {
                 if !self.spec.local.join(path).is_dir() {
                     return Ok(());
                 }
+                self.check_name(path, &mut DirGroups::default())?;
                 let name = relative(path)?;
                 match Call::mkdir(&self.at(name)).run(self.rclone) {
                     Ok(_) => Ok(()),
@@ -292,12 +309,13 @@ impl BranchWorker {
         std::fs::symlink_metadata(self.spec.local.join(path)).ok()
     }
 
-    fn upload(&self, path: &Path) -> Result<(), Failure> {
+    pub(super) fn upload(&self, path: &Path) -> Result<(), Failure> {
         let name = relative(path)?;
         let Some(meta) = self.local_kind(path) else {
             // Gone since: the delete that follows covers it.
             return Ok(());
         };
+        self.check_name(path, &mut DirGroups::default())?;
         let kind = meta.file_type();
         if kind.is_symlink() {
             // Whatever the path held before it became a link goes; the link
@@ -350,6 +368,7 @@ impl BranchWorker {
     /// Sends a directory of the branch and what it holds to `name`; only
     /// what the remote lacks or holds otherwise goes.
     fn send_dir(&self, name: &str) -> Result<(), Failure> {
+        self.hold_clashes_below(name)?;
         let local = local_fs(&self.spec.local.join(name));
         if self.in_place {
             return self.send_changed_whole(&local, name);
@@ -453,11 +472,16 @@ impl BranchWorker {
         let mut listed = Vec::new();
         let mut list = String::new();
         let mut room = self.held_room();
+        let mut groups = DirGroups::default();
         for (index, op) in ops.iter().enumerate() {
             let Op::Upload(path) = op else {
                 results[index] = Some(self.execute_one(op));
                 continue;
             };
+            if let Err(clash) = self.check_name(path, &mut groups) {
+                results[index] = Some(Err(clash));
+                continue;
+            }
             let regular = self
                 .local_kind(path)
                 .filter(|meta| meta.file_type().is_file());
@@ -533,6 +557,20 @@ impl BranchWorker {
     /// the new name is uploaded instead.
     fn move_remote(&self, from: &Path, to: &Path, is_dir: bool) -> Result<(), Failure> {
         let (from_name, to_name) = (relative(from)?, relative(to)?);
+        match self.check_name(to, &mut DirGroups::default()) {
+            Err(clash @ Failure::NameClash { .. }) => {
+                // The new name is held back: the old one goes as a delete
+                // would, and the new one moves to another branch.
+                if is_dir {
+                    self.trash_dir(from_name)?;
+                } else {
+                    self.trash_file(from_name)?;
+                }
+                return Err(clash);
+            }
+            Err(failure) => return Err(failure),
+            Ok(()) => {}
+        }
         let is_link = self
             .local_kind(to)
             .is_some_and(|meta| meta.file_type().is_symlink());
@@ -565,7 +603,11 @@ impl BranchWorker {
     /// Moves a remote file server-side, one plain call; what it replaces
     /// goes to the trash.
     pub(super) fn move_file(&self, from: &str, to: &str) -> Result<(), Failure> {
-        let call = if self.places {
+        // msync's own call looks the new name up first, and on a
+        // case-insensitive cloud a change of case finds the old name there:
+        // rclone's move knows to go through a temporary name.
+        let case_only = to != from && case::fold(to.as_ref()) == case::fold(from.as_ref());
+        let call = if self.places && !case_only {
             let backup = trash::trashed(to, SystemTime::now());
             Call::placefile(&self.spec.remote, from, to, &backup, None)
         } else {

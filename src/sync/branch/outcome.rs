@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 
 use super::{BranchWorker, Pause, RECONCILE_RETRY, Shared};
+use crate::sync::Homeless;
 use crate::sync::failure::{self, Failure, Trouble};
 use crate::sync::table::{Covered, Op, Taken, backoff};
 
@@ -153,8 +154,17 @@ impl BranchWorker {
                     if Self::trash_may_give_way(&shared) {
                         shared.give_way_due = true;
                     } else {
-                        shared.homeless.insert(op.path().to_path_buf());
+                        shared
+                            .homeless
+                            .insert(op.path().to_path_buf(), Homeless::NoRoom);
                     }
+                }
+                Err(Failure::NameClash { held, message }) => {
+                    // Says nothing of the remote either: the held name (the
+                    // path, or a directory above it) waits for the service
+                    // to move it to a branch that can take it.
+                    shared.table.postpone(seq, now + NO_ROOM_RETRY, &message);
+                    shared.homeless.insert(held, Homeless::NameClash);
                 }
                 Err(Failure::Remote { trouble, message }) => {
                     shared.table.release(seq);
@@ -187,7 +197,9 @@ impl BranchWorker {
                 } else {
                     // Every upload waiting here may go to a cloud with room.
                     let waiting = shared.table.upload_paths();
-                    shared.homeless.extend(waiting);
+                    shared
+                        .homeless
+                        .extend(waiting.into_iter().map(|p| (p, Homeless::NoRoom)));
                 }
                 self.measure_soon(&mut shared);
             }
