@@ -27,7 +27,15 @@ LIBRCLONE_SRC := $(wildcard vendor/librclone/*.go)
 LIBRCLONE := target/librclone/librclone.so
 GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/target/gopath:/usr/share/gocode GOFLAGS=
 
-.PHONY: all deps librclone build release test lint install demo bench clean
+# The aufs VM (make test-aufs): Debian's kernel source and what builds it,
+# QEMU, busybox for the initramfs, dosfstools for a vfat branch.
+AUFS_VM := target/aufs-vm
+AUFS_VM_PACKAGES := linux-source-6.1 flex bison bc libelf-dev libssl-dev \
+	busybox-static qemu-system-x86 cpio dosfstools
+AUFS_VM_INPUTS := tests/aufs-vm/build-kernel.sh tests/aufs-vm/kernel.config \
+	tests/aufs-vm/mmap-6.1.y.patch
+
+.PHONY: all deps aufs-vm-deps aufs-kernel librclone build release test test-aufs lint install demo bench clean
 
 all: build
 
@@ -77,6 +85,24 @@ lint:
 test: build lint $(MOTO)
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test -- --test-threads=2 --skip inotify_limit
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test --test it inotify_limit -- --test-threads=1
+
+# aufs is in neither this kernel nor Debian's: its tests run inside a QEMU
+# VM with a kernel of our own (tests/aufs-vm/), built once and cached.
+aufs-vm-deps:
+	@missing=$$(for p in $(AUFS_VM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the aufs VM:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(AUFS_VM)/bzImage: $(AUFS_VM_INPUTS)
+	$(MAKE) aufs-vm-deps
+	tests/aufs-vm/build-kernel.sh $(CURDIR)/$(AUFS_VM)
+
+aufs-kernel: $(AUFS_VM)/bzImage
+
+test-aufs: build aufs-vm-deps $(AUFS_VM)/bzImage
+	tests/aufs-vm/test.sh
 
 # Benchmarks report, never assert: numbers go to bench/results/ (see
 # bench/README.md). They run the release build with librclone beside it;
