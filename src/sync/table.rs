@@ -248,9 +248,16 @@ impl PathTable {
         self.running
     }
 
-    /// Drops a waiting (not running) upload of `path`, if there is one.
+    /// Drops a waiting (not running) upload of `path`, if it is the last
+    /// work queued on that very path. Work queued since on its directory
+    /// (its metadata, another file's upload) does not keep it: the file is
+    /// gone from here whatever that work does.
     pub fn drop_waiting_upload(&mut self, path: &Path) {
-        if let Some(last) = self.latest_related(path)
+        let last = self
+            .by_path
+            .get(path)
+            .and_then(|seqs| seqs.iter().copied().max());
+        if let Some(last) = last
             && !self.entries[&last].running
             && self.entries[&last].op == Op::Upload(path.to_path_buf())
         {
@@ -333,6 +340,13 @@ impl PathTable {
                     let entry = self.entries.get_mut(&last).expect("entry in the table");
                     self.pending_bytes = self.pending_bytes - entry.bytes + bytes;
                     entry.bytes = bytes;
+                    if entry.waits_for_room {
+                        // Tried again now: the one that found no room was
+                        // handed over to be moved, and this change takes
+                        // its place there (the engine forgets the first).
+                        entry.waits_for_room = false;
+                        entry.next_try = None;
+                    }
                     return;
                 }
             }

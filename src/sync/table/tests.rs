@@ -293,6 +293,23 @@ fn queued_upload_bytes_follow_every_change() {
 }
 
 #[test]
+fn a_new_change_to_an_upload_waiting_for_room_makes_it_ready_at_once() {
+    let mut table = PathTable::default();
+    let now = Instant::now();
+    table.push_sized(up("big"), 10);
+    let taken = table.take(now, usize::MAX, 100, |_| true);
+    table.postpone(taken[0].0, now + MAX, "does not fit");
+    assert!(table.take(now, usize::MAX, 100, |_| true).is_empty());
+    // The file was closed again: it must not wait out the postponement,
+    // or a move to another cloud would wait with it.
+    table.push_sized(up("big"), 20);
+    assert_eq!(
+        ops(&table.take(now, usize::MAX, 100, |_| true)),
+        [up("big")]
+    );
+}
+
+#[test]
 fn a_discard_stands_for_the_upload_and_delete_around_it() {
     let mut table = PathTable::default();
     let now = Instant::now();
@@ -332,10 +349,15 @@ fn a_failed_entry_put_back_after_a_reconcile_keeps_the_counts_right() {
 fn a_waiting_upload_of_a_file_moved_away_is_dropped_and_nothing_else() {
     let mut table = PathTable::default();
     let now = Instant::now();
-    table.push_sized(up("moved"), 10);
+    table.push_sized(up("d/moved"), 10);
     table.push(up("kept"));
-    table.drop_waiting_upload(Path::new("moved"));
+    // Work queued since on its directory does not keep it.
+    table.push(Op::Describe("d".into()));
+    table.drop_waiting_upload(Path::new("d/moved"));
     table.drop_waiting_upload(Path::new("never queued"));
     assert_eq!(table.pending_bytes(), 0);
-    assert_eq!(drain(&mut table, now), [up("kept")]);
+    assert_eq!(
+        drain(&mut table, now),
+        [up("kept"), Op::Describe("d".into())]
+    );
 }
