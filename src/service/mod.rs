@@ -2,8 +2,9 @@
 //!
 //! Threads and who owns what:
 //! - the **main thread** owns the mount, the watcher's channel and the
-//!   shutdown: it routes watched changes to the engine and carries out a
-//!   stop (from the control socket or a signal);
+//!   shutdown: it routes watched changes to the engine (with aufs, after
+//!   acting on its whiteouts: see [`whiteouts`]) and carries out a stop
+//!   (from the control socket or a signal);
 //! - `msync-watch` owns the inotify fd (see [`crate::watch`]);
 //! - `msync-sync-<branch>`, one per branch, run the rclone jobs (see
 //!   [`crate::sync`]);
@@ -22,6 +23,7 @@ pub mod logging;
 mod pidfile;
 mod space_keeper;
 mod stale_mount;
+mod whiteouts;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +47,7 @@ use crate::sync::{BranchSpec, Engine, EngineConfig, guard, is_local_only};
 use crate::union::{self, Availability, Driver, UnionError};
 use crate::watch::{BranchRoot, WatchConfig, WatchMessage, Watcher};
 use leases::{LeaseGuard, renew_leases, take_leases};
+use whiteouts::Whiteouts;
 
 /// How long a stop triggered by a signal may take to send what is queued.
 pub const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,6 +77,8 @@ struct Running {
     watch_rx: Receiver<WatchMessage>,
     watch_count: Arc<AtomicUsize>,
     space_keeper: Option<space_keeper::SpaceKeeper>,
+    /// With aufs: deletes what its whiteouts hide in later branches.
+    whiteouts: Option<Whiteouts>,
 }
 
 /// Runs the service until it is stopped. `load` loads librclone; it is
@@ -192,7 +197,11 @@ pub fn run(
         WatchConfig {
             debounce: options.debounce,
             quick: crate::watch::QUICK.min(options.debounce),
-            ignore: Arc::new(is_local_only),
+            ignore: if driver == Driver::Aufs {
+                Arc::new(whiteouts::ignored_with_aufs)
+            } else {
+                Arc::new(is_local_only)
+            },
         },
         watch_tx,
     )
@@ -250,6 +259,7 @@ pub fn run(
         watch_rx,
         watch_count,
         space_keeper: Some(space_keeper),
+        whiteouts: Whiteouts::for_union(driver, &install),
     };
     let result = running.main_loop(&signals, &stop_rx);
     drop(running);
@@ -483,7 +493,13 @@ impl Running {
 
     fn handle(&self, message: WatchMessage) {
         match message {
-            WatchMessage::Changes(changes) => self.engine.apply(&changes),
+            WatchMessage::Changes(changes) => {
+                let changes = match &self.whiteouts {
+                    Some(whiteouts) => whiteouts.take(changes),
+                    None => changes,
+                };
+                self.engine.apply(&changes);
+            }
             WatchMessage::Overflow => {
                 warn!("the inotify queue overflowed: events were lost; reconciling every branch");
                 self.engine.reconcile_all();

@@ -31,6 +31,18 @@ use nix::mount::MsFlags;
 
 use super::{Driver, Syscalls, UnionError};
 
+/// The name a whiteout at `path` (relative to its branch) hides, in the
+/// same directory; `None` for anything else, aufs's own `.wh..wh.*` among
+/// them.
+pub fn whited_out(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let hidden = name.strip_prefix(WHITEOUT_PREFIX)?;
+    if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX) {
+        return None;
+    }
+    Some(path.with_file_name(hidden))
+}
+
 /// What mountinfo calls an aufs mount.
 pub(crate) const FSTYPE: &str = "aufs";
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-pub use aufs::WHITEOUT_PREFIX as AUFS_WHITEOUT_PREFIX;
+pub use aufs::{WHITEOUT_PREFIX as AUFS_WHITEOUT_PREFIX, whited_out as aufs_whited_out};
 
 /// A union filesystem msync can mount branches with (`--union aufs|mergerfs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
