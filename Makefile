@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := golang-go golang-github-rclone-rclone-dev \
 	golang-github-youmark-pkcs8-dev \
 	rclone mergerfs fuse3 inotify-tools openssh-server vsftpd git \
 	libclang-dev build-essential pkg-config hyperfine python3-venv \
-	openssl ca-certificates
+	openssl ca-certificates man-db
 
 # A real S3 server for the tests (S3 has no `about`, so quotas are tested
 # against it): moto from PyPI, in a virtual environment of its own.
@@ -122,6 +122,12 @@ install: release
 	install -m 0755 target/release/msync $(PREFIX)/lib/msync/msync
 	install -m 0644 target/release/librclone.so $(PREFIX)/lib/msync/librclone.so
 	ln -sf $(PREFIX)/lib/msync/msync $(PREFIX)/bin/msync
+	target/release/msync manual $(PREFIX)/share/man/man1
+	install -d $(PREFIX)/share/bash-completion/completions \
+		$(PREFIX)/share/zsh/site-functions $(PREFIX)/share/fish/vendor_completions.d
+	target/release/msync completions bash > $(PREFIX)/share/bash-completion/completions/msync
+	target/release/msync completions zsh > $(PREFIX)/share/zsh/site-functions/_msync
+	target/release/msync completions fish > $(PREFIX)/share/fish/vendor_completions.d/msync.fish
 
 clean:
 	$(CARGO) clean

@@ -106,6 +106,29 @@ pub enum Command {
     /// job with a progress display; Ctrl-C cancels the job (job/stop) and
     /// exits 130.
     Rc(RcArgs),
+
+    /// Print a shell completion script.
+    ///
+    /// For bash: `msync completions bash > /etc/bash_completion.d/msync`;
+    /// zsh and fish likewise (`make install` puts all three in place).
+    Completions(CompletionsArgs),
+
+    /// Write the manual pages (msync.1, msync-<command>.1) into a
+    /// directory, generated from this help; `make install` runs it.
+    #[command(hide = true)]
+    Manual(ManualArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManualArgs {
+    /// Where the pages go, e.g. /usr/local/share/man/man1.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish (also elvish, powershell).
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

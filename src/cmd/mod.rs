@@ -3,6 +3,7 @@
 
 mod balance;
 mod check;
+mod completions;
 mod import;
 mod install;
 mod rc;
@@ -31,6 +32,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(args) => start::run(&cli.global, &args),
         Command::Stop(args) => stop::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Manual(args) => completions::manual(&args),
     }
 }
 

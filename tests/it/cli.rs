@@ -232,3 +232,72 @@ fn check_names_a_directory_that_is_not_an_install() {
     ));
     assert!(out.contains("is not an msync install dir"), "{out}");
 }
+
+#[test]
+fn completions_for_bash_are_a_script_bash_reads_and_know_every_command() {
+    let sandbox = Sandbox::new();
+    let script = stdout(&run(sandbox.msync(["completions", "bash"])));
+    let file = sandbox.path().join("msync.bash");
+    std::fs::write(&file, &script).unwrap();
+    let mut syntax = std::process::Command::new("bash");
+    syntax.arg("-n").arg(&file);
+    run(syntax);
+    // Sourced, the completion offers the commands after `msync `.
+    let probe = format!(
+        "source {}; COMP_WORDS=(msync st); COMP_CWORD=1; _msync msync st msync; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        file.display()
+    );
+    let offered = stdout(&run({
+        let mut bash = std::process::Command::new("bash");
+        bash.arg("-c").arg(&probe);
+        bash
+    }));
+    for command in ["start", "status", "stop"] {
+        assert!(offered.lines().any(|l| l == command), "{offered}");
+    }
+    for shell in ["zsh", "fish"] {
+        let script = stdout(&run(sandbox.msync(["completions", shell])));
+        assert!(script.contains("msync"), "{shell}: {script}");
+    }
+    let err = stderr(&run_expecting(sandbox.msync(["completions", "cmd.exe"]), 2));
+    assert!(err.contains("bash"), "{err}");
+}
+
+#[test]
+fn the_manual_has_a_page_per_command_that_man_renders() {
+    require_tool("man", "man-db");
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path().join("man1");
+    run(sandbox.msync(["manual", dir.to_str().unwrap()]));
+    let main = stdout(&run({
+        let mut man = std::process::Command::new("man");
+        man.arg("-l").arg(dir.join("msync.1")).env("MANWIDTH", "80");
+        man
+    }));
+    assert!(main.contains("many cloud storage accounts"), "{main}");
+    assert!(main.contains("Exit codes"), "{main}");
+    for command in [
+        "check",
+        "install",
+        "import",
+        "start",
+        "stop",
+        "status",
+        "balance",
+        "rc",
+        "completions",
+    ] {
+        let page = dir.join(format!("msync-{command}.1"));
+        let text = stdout(&run({
+            let mut man = std::process::Command::new("man");
+            man.arg("-l").arg(&page).env("MANWIDTH", "80");
+            man
+        }));
+        assert!(
+            text.contains(&format!("msync {command}")),
+            "{command}: {text}"
+        );
+    }
+    let start = std::fs::read_to_string(dir.join("msync-start.1")).unwrap();
+    assert!(start.contains("stall"), "{start}");
+}
