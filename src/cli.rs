@@ -172,6 +172,12 @@ pub struct BalanceArgs {
     /// closed, or lost (the local copies are still here).
     #[arg(long, value_name = "NAME")]
     pub evacuate: Option<String>,
+
+    /// Limit the bandwidth of the copies balance makes itself (with the
+    /// service stopped), in rclone's syntax: 10M, 512k, UP:DOWN; no
+    /// timetables. With the service running, its own --bwlimit applies.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub bwlimit: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +196,12 @@ pub struct ImportArgs {
     /// machine, where they exist (else the recorded ids).
     #[arg(long, value_enum, default_value_t = OwnersArg::Numeric)]
     pub owners: OwnersArg,
+
+    /// Limit the download bandwidth, in rclone's syntax: 10M for 10 MiB/s,
+    /// 512k; UP:DOWN for separate limits; no timetables. A restore of
+    /// terabytes need not fill a home line.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub bwlimit: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::{load_rclone_for, require_remotes, require_root};
+use super::{limit_bandwidth, load_rclone_for, require_remotes, require_root};
 use crate::cli::{BalanceArgs, GlobalArgs};
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
@@ -69,6 +69,12 @@ pub fn run(global: &GlobalArgs, args: &BalanceArgs) -> anyhow::Result<ExitCode> 
     };
     let signals = signals::install().context("installing signal handlers")?;
     let running = service::running_pid(&install.pid_file()).is_some();
+    if running && args.bwlimit.is_some() {
+        return Err(coded(
+            ExitCode::RunningState,
+            "the service runs and sends the moved files itself, at the rate it was started with: run balance without --bwlimit, or stop the service (or restart it with another --bwlimit)",
+        ));
+    }
     let spaces = if running {
         service_spaces(&install)?
     } else {
@@ -103,6 +109,7 @@ pub fn run(global: &GlobalArgs, args: &BalanceArgs) -> anyhow::Result<ExitCode> 
             )
         })?;
         let rclone = load_rclone_for(global, &install)?;
+        limit_bandwidth(rclone, args.bwlimit.as_deref())?;
         move_offline(rclone, &install, &plan, &signals)?
     };
     if outcome == ExitCode::Interrupted {

@@ -106,3 +106,13 @@ fn require_remotes(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
         ),
     ))
 }
+
+/// Applies `--bwlimit` to the whole process's transfers.
+fn limit_bandwidth(rclone: Rclone, rate: Option<&str>) -> anyhow::Result<()> {
+    if let Some(rate) = rate {
+        rclone
+            .set_bwlimit(rate)
+            .with_context(|| format!("setting the bandwidth limit {rate:?}"))?;
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use super::load_rclone;
+use super::{limit_bandwidth, load_rclone};
 use crate::cli::{GlobalArgs, RcArgs};
 use crate::error::{ExitCode, coded};
 use crate::progress::ProgressView;
@@ -35,11 +35,7 @@ pub fn run(global: &GlobalArgs, args: &RcArgs) -> anyhow::Result<ExitCode> {
     }
     let signals = signals::install().context("installing signal handlers")?;
     let rclone = load_rclone(global)?;
-    if let Some(rate) = &args.bwlimit {
-        rclone
-            .set_bwlimit(rate)
-            .with_context(|| format!("setting the bandwidth limit {rate:?}"))?;
-    }
+    limit_bandwidth(rclone, args.bwlimit.as_deref())?;
     let call = Call::new(args.method.clone(), params);
     if args.run_async {
         run_job(rclone, &call, &signals)

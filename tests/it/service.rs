@@ -446,3 +446,40 @@ fn check_validates_an_install() {
         "{out}"
     );
 }
+
+#[test]
+fn import_and_balance_take_a_bandwidth_limit() {
+    let mut pool = Pool::local_clouds(2);
+    // What the first cloud already holds: 8 MiB, of which rclone's token
+    // bucket lets 4 MiB through at once, the rest at 1 MiB/s.
+    let stored = pool.sandbox.path().join("clouds/cloud1/msync/big.bin");
+    write_file(&stored, 8 << 20, 7);
+    let install = pool.install.to_str().unwrap().to_owned();
+    let err = stderr(&run_expecting(
+        pool.msync(["import", &install, "--bwlimit", "08:00,1M"]),
+        2,
+    ));
+    assert!(err.contains("timetable"), "{err}");
+    assert!(!pool.branch_dir("cloud1").join("big.bin").exists());
+
+    let started = std::time::Instant::now();
+    run(pool.msync(["import", &install, "--bwlimit", "1M"]));
+    let took = started.elapsed();
+    assert_eq!(
+        std::fs::read(pool.branch_dir("cloud1").join("big.bin")).unwrap(),
+        std::fs::read(&stored).unwrap()
+    );
+    // At least the 4 MiB past the burst at 1 MiB/s: the limit was applied.
+    assert!(took >= Duration::from_secs(3), "import took {took:?}");
+
+    // With the service running, its own limit applies: refused, nothing
+    // moved.
+    pool.start();
+    let err = stderr(&run_expecting(
+        pool.msync(["balance", &install, "--bwlimit", "1M"]),
+        7,
+    ));
+    assert!(err.contains("without --bwlimit"), "{err}");
+    assert!(pool.branch_dir("cloud1").join("big.bin").exists());
+    pool.stop();
+}
