@@ -3,8 +3,8 @@
 //! Threads and who owns what:
 //! - the **main thread** owns the mount, the watcher's channel and the
 //!   shutdown: it routes watched changes to the engine (with aufs, after
-//!   acting on its whiteouts: see [`whiteouts`]) and carries out a stop
-//!   (from the control socket or a signal);
+//!   acting on its whiteouts: see [`whiteouts`]), carries out a stop (from
+//!   the control socket or a signal) and tells systemd (see [`notify`]);
 //! - `msync-watch` owns the inotify fd (see [`crate::watch`]);
 //! - `msync-sync-<branch>`, one per branch, run the rclone jobs (see
 //!   [`crate::sync`]);
@@ -20,6 +20,7 @@
 mod control;
 mod leases;
 pub mod logging;
+mod notify;
 mod pidfile;
 mod space_keeper;
 mod stale_mount;
@@ -53,6 +54,8 @@ use whiteouts::Whiteouts;
 pub const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the main loop looks for signals and stop requests.
 const TICK: Duration = Duration::from_millis(100);
+/// How often systemd's one-line status is brought up to date.
+const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -79,6 +82,10 @@ struct Running {
     space_keeper: Option<space_keeper::SpaceKeeper>,
     /// With aufs: deletes what its whiteouts hide in later branches.
     whiteouts: Option<Whiteouts>,
+    /// systemd, when it asked to be told (`$NOTIFY_SOCKET`).
+    notifier: Option<notify::Notifier>,
+    /// When the summary for systemd is looked at next.
+    next_summary: Instant,
 }
 
 /// Runs the service until it is stopped. `load` loads librclone; it is
@@ -260,7 +267,12 @@ pub fn run(
         watch_count,
         space_keeper: Some(space_keeper),
         whiteouts: Whiteouts::for_union(driver, &install),
+        notifier: notify::Notifier::from_env(),
+        next_summary: Instant::now() + SUMMARY_EVERY,
     };
+    if let Some(notifier) = &mut running.notifier {
+        notifier.ready(&notify::summary(&running.engine.status()));
+    }
     let result = running.main_loop(&signals, &stop_rx);
     drop(running);
     drop(renewer);
@@ -443,6 +455,7 @@ impl Running {
                 self.watch_count
                     .store(watcher.watch_count(), Ordering::Relaxed);
             }
+            self.tell_systemd();
             if let Ok(signal) = signals.try_recv() {
                 info!("{signal} received: stopping");
                 match self.shutdown(SIGNAL_STOP_TIMEOUT, false) {
@@ -460,6 +473,18 @@ impl Running {
                 }
             }
         }
+    }
+
+    /// Brings systemd's one-line status up to date, now and then.
+    fn tell_systemd(&mut self) {
+        let Some(notifier) = &mut self.notifier else {
+            return;
+        };
+        if Instant::now() < self.next_summary {
+            return;
+        }
+        self.next_summary = Instant::now() + SUMMARY_EVERY;
+        notifier.status(notify::summary(&self.engine.status()));
     }
 
     fn stop_request(&mut self, request: &control::StopRequest) -> Reply {
@@ -519,12 +544,21 @@ impl Running {
     /// Unmounts first (a busy mount stops nothing), then sends what is
     /// queued until the deadline, then ends the watcher and the workers.
     fn shutdown(&mut self, timeout: Duration, now: bool) -> anyhow::Result<()> {
+        if let Some(notifier) = &mut self.notifier {
+            notifier.stopping();
+        }
         match union::unmount(&self.mount_point) {
             Ok(()) => info!("unmounted {}", self.mount_point.display()),
             Err(UnionError::NotMounted { .. }) => {
                 warn!("{} was not mounted any more", self.mount_point.display())
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                // Still serving: systemd must not wait for an end.
+                if let Some(notifier) = &mut self.notifier {
+                    notifier.ready(&format!("running: the stop failed: {err}"));
+                }
+                return Err(err.into());
+            }
         }
         // No file moves between branches from here; the watcher's flush
         // below sees the last one.

@@ -483,3 +483,54 @@ fn import_and_balance_take_a_bandwidth_limit() {
     assert!(pool.branch_dir("cloud1").join("big.bin").exists());
     pool.stop();
 }
+
+#[test]
+fn systemd_is_told_when_the_pool_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let pool = Pool::local_clouds(2);
+    let socket_path = pool.sandbox.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let receive = || {
+        let mut buffer = [0u8; 4096];
+        let len = socket.recv(&mut buffer).expect("a notification in time");
+        String::from_utf8_lossy(&buffer[..len]).into_owned()
+    };
+    let (install, mount) = (
+        pool.install.to_str().unwrap().to_owned(),
+        pool.mount.to_str().unwrap().to_owned(),
+    );
+    let mut service = pool.msync([
+        "start",
+        &install,
+        &mount,
+        "--foreground",
+        "--debounce",
+        "200ms",
+    ]);
+    service
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = service.spawn().unwrap();
+
+    let first = receive();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    assert!(first.contains("STATUS=2 branch(es)"), "{first:?}");
+    // Ready means mounted and answering.
+    assert!(msync::union::is_mounted(&pool.mount));
+    assert_eq!(pool.status().branches.len(), 2);
+
+    run(pool.msync(["stop", &install, &mount]));
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|m: &String| m.lines().any(|l| l == "STOPPING=1"))
+    {
+        seen.push(receive());
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(!msync::union::is_mounted(&pool.mount));
+}
