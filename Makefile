@@ -35,7 +35,7 @@ AUFS_VM_PACKAGES := linux-source-6.1 flex bison bc libelf-dev libssl-dev \
 AUFS_VM_INPUTS := tests/aufs-vm/build-kernel.sh tests/aufs-vm/kernel.config \
 	tests/aufs-vm/mmap-6.1.y.patch
 
-.PHONY: all deps aufs-vm-deps aufs-kernel librclone build release test test-aufs lint install demo bench clean
+.PHONY: all deps aufs-vm-deps aufs-kernel librclone build release test test-aufs lint install dist demo bench clean
 
 all: build
 
@@ -128,6 +128,11 @@ install: release
 	target/release/msync completions bash > $(PREFIX)/share/bash-completion/completions/msync
 	target/release/msync completions zsh > $(PREFIX)/share/zsh/site-functions/_msync
 	target/release/msync completions fish > $(PREFIX)/share/fish/vendor_completions.d/msync.fish
+
+# The release bundle: target/dist/msync-<version>-<arch>.tar.gz with msync,
+# librclone.so beside it, the man pages, completions, unit and a README.
+dist: release
+	dist/bundle.sh target/release target/dist
 
 clean:
 	$(CARGO) clean

@@ -301,3 +301,55 @@ fn the_manual_has_a_page_per_command_that_man_renders() {
     let start = std::fs::read_to_string(dir.join("msync-start.1")).unwrap();
     assert!(start.contains("stall"), "{start}");
 }
+
+#[test]
+fn the_release_bundle_runs_from_wherever_it_is_unpacked() {
+    let sandbox = Sandbox::new();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_msync"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let out = sandbox.path().join("dist");
+    let mut bundle = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/bundle.sh"),
+    );
+    bundle.arg(&bin_dir).arg(&out);
+    let tarball = stdout(&run(bundle)).trim().to_owned();
+    assert!(
+        tarball.ends_with("-x86_64.tar.gz") || tarball.ends_with(".tar.gz"),
+        "{tarball}"
+    );
+    let unpacked = sandbox.path().join("anywhere");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let mut untar = std::process::Command::new("tar");
+    untar.arg("-xzf").arg(&tarball).arg("-C").arg(&unpacked);
+    run(untar);
+    let root = std::fs::read_dir(&unpacked)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for file in [
+        "msync",
+        "librclone.so",
+        "msync.service",
+        "README",
+        "man/msync.1",
+        "completions/msync.bash",
+    ] {
+        assert!(root.join(file).exists(), "{file} missing from the bundle");
+    }
+    // No hint where the library is: it must be found beside the binary.
+    let mut check = std::process::Command::new(root.join("msync"));
+    check
+        .arg("check")
+        .current_dir(&root)
+        .env_remove("MSYNC_LIBRCLONE")
+        .env_remove("LD_LIBRARY_PATH")
+        .env("HOME", sandbox.path());
+    let output = check.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("ok   librclone: {}", root.join("librclone.so").display());
+    assert!(text.contains(&expected), "{text}");
+}
