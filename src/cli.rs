@@ -267,6 +267,12 @@ pub struct StartArgs {
     #[arg(long, default_value = "60s", value_parser = parse_stall_timeout, value_name = "DURATION")]
     pub stall_timeout: Duration,
 
+    /// A soft cap on rclone's Go heap, e.g. 64M, for small devices (what
+    /// GOMEMLIMIT does): Go collects garbage harder as the heap nears it.
+    /// Uncapped by default.
+    #[arg(long, value_name = "SIZE", value_parser = crate::space::size::parse)]
+    pub go_memory_limit: Option<u64>,
+
     /// Changes a branch sends at once (like rclone's --transfers).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
     pub transfers: u16,

@@ -19,6 +19,7 @@ use crate::cli::{GlobalArgs, StartArgs};
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
 use crate::service::{self, Reply, Request, ServiceOptions, logging};
+use crate::space::size::Shown;
 use crate::sync::{EngineConfig, MassDeleteLimit};
 use crate::union::{self, Availability};
 
@@ -77,8 +78,15 @@ fn run_service(
     let for_loading = install.clone();
     let bwlimit = args.bwlimit.clone();
     let stall_timeout = args.stall_timeout;
+    let go_memory_limit = args.go_memory_limit;
     let result = service::run(install, options, || {
         let rclone = load_rclone_for(global, &for_loading)?;
+        if let Some(bytes) = go_memory_limit {
+            rclone
+                .set_memory_limit(bytes)
+                .context("capping the Go heap")?;
+            log::info!("rclone's Go heap is capped at {}", Shown(bytes));
+        }
         rclone
             .set_stall_timeout(stall_timeout)
             .context("setting the stall timeout")?;
@@ -141,6 +149,9 @@ fn start_in_background(
     }
     if let Some(min_free) = args.min_free {
         command.arg("--min-free").arg(min_free.to_string());
+    }
+    if let Some(bytes) = args.go_memory_limit {
+        command.arg("--go-memory-limit").arg(bytes.to_string());
     }
     command
         .arg("--mass-delete-percent")

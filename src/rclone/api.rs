@@ -407,6 +407,25 @@ impl Rclone {
         Ok(())
     }
 
+    /// Caps the Go heap softly (what `GOMEMLIMIT` does), through msync's
+    /// own `msync/memorylimit`; a library without it (an upstream build)
+    /// is told apart, so the error can say to use `GOMEMLIMIT` instead.
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<(), RcloneError> {
+        let method = "msync/memorylimit";
+        if !self.has_method(method) {
+            return Err(RcloneError::new(
+                method,
+                404,
+                "this librclone cannot cap its heap (an upstream build?): set GOMEMLIMIT in msync's environment instead",
+            ));
+        }
+        // rclone reads JSON numbers as float64: past 2^62 one would not
+        // come back whole (and 2^62 bytes is no limit anyway).
+        let bytes = bytes.min(1 << 62);
+        self.rpc(method, &json!({ "bytes": bytes }))?;
+        Ok(())
+    }
+
     /// `core/bwlimit`: sets the process-wide bandwidth limit (`"off"` lifts
     /// it) and returns the limit now in force as rclone prints it.
     pub fn set_bwlimit(&self, rate: &str) -> Result<String, RcloneError> {

@@ -393,3 +393,21 @@ fn async_copy_shows_rising_progress_and_cancels_within_a_second() {
         assert!(sandbox.remote_files(dst_fs.to_str().unwrap()).is_empty());
     }
 }
+
+#[test]
+fn the_go_heap_takes_a_soft_cap() {
+    let rclone = rclone();
+    // Go's default is no limit (the largest int64); the call hands back
+    // the limit before it, so a second call proves the first took.
+    rclone.set_memory_limit(256 << 20).unwrap();
+    let answer = rclone
+        .rpc("msync/memorylimit", &json!({"bytes": 512_i64 << 20}))
+        .unwrap();
+    assert_eq!(answer["previous"], json!(256_i64 << 20), "{answer}");
+    let refused = rclone
+        .rpc("msync/memorylimit", &json!({"bytes": 0}))
+        .unwrap_err();
+    assert!(refused.to_string().contains("more than 0"), "{refused}");
+    // Left as good as unlimited for the other tests in this process.
+    rclone.set_memory_limit(u64::MAX).unwrap();
+}

@@ -534,3 +534,22 @@ fn systemd_is_told_when_the_pool_is_ready_and_when_it_stops() {
     assert!(child.wait().unwrap().success());
     assert!(!msync::union::is_mounted(&pool.mount));
 }
+
+#[test]
+fn the_service_caps_the_go_heap_when_asked() {
+    let mut pool = Pool::local_clouds(1);
+    let install = pool.install.to_str().unwrap().to_owned();
+    let err = stderr(&run_expecting(
+        pool.msync(["start", &install, "/tmp/never", "--go-memory-limit", "lots"]),
+        2,
+    ));
+    assert!(err.contains("--go-memory-limit"), "{err}");
+    pool.start_with(&["--go-memory-limit", "64M"]);
+    assert!(
+        pool.log()
+            .contains("rclone's Go heap is capped at 64.00 MiB"),
+        "{}",
+        pool.log()
+    );
+    pool.stop();
+}

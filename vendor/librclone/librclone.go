@@ -75,6 +75,7 @@ func RcloneInitialize() {
 	// it works with an upstream build that lacks them.
 	if mode, _ := hostEnv("LIBRCLONE_MSYNC_CALLS"); mode != "off" {
 		addMsyncCalls()
+		addMemoryLimitCall()
 	}
 	// The rclone CLI registers its global options for options/get and
 	// options/set when it parses its flags; a library has no flags, so it
