@@ -22,6 +22,9 @@ DEBIAN_PACKAGES := golang-go golang-github-rclone-rclone-dev \
 # against it): moto from PyPI, in a virtual environment of its own.
 MOTO_VERSION := 5.2.5
 MOTO := target/moto/bin/moto_server
+# Prometheus's own parser, which checks `msync status --prometheus`.
+PROMETHEUS_CLIENT_VERSION := 0.26.0
+PYTOOLS := target/pytools/bin/python
 
 LIBRCLONE_SRC := $(wildcard vendor/librclone/*.go)
 LIBRCLONE := target/librclone/librclone.so
@@ -67,6 +70,10 @@ $(MOTO):
 	python3 -m venv target/moto
 	target/moto/bin/pip install -q 'moto[s3,server]==$(MOTO_VERSION)'
 
+$(PYTOOLS):
+	python3 -m venv target/pytools
+	target/pytools/bin/pip install -q 'prometheus-client==$(PROMETHEUS_CLIENT_VERSION)'
+
 # The debug and release binaries each get librclone.so beside them.
 build: librclone
 	$(CARGO) build --all-targets
@@ -82,7 +89,7 @@ lint:
 
 # Tests named *inotify_limit* lower system-wide inotify limits: they run
 # after the others, alone, so no other test's watcher meets the low limit.
-test: build lint $(MOTO)
+test: build lint $(MOTO) $(PYTOOLS)
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test -- --test-threads=2 --skip inotify_limit
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test --test it inotify_limit -- --test-threads=1
 

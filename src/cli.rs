@@ -330,8 +330,19 @@ pub struct StatusArgs {
     pub install_dir: PathBuf,
 
     /// Print the status as JSON (stable field names, for scripts).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
+
+    /// Print the status as Prometheus metrics (text format: `msync_*`,
+    /// labelled branch="<name>"); with no service, only `msync_up 0`.
+    #[arg(long)]
+    pub prometheus: bool,
+
+    /// Write the Prometheus metrics to FILE instead, atomically (a
+    /// temporary file renamed over it), for node_exporter's textfile
+    /// collector; run it from a timer, or with --watch.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus_file: Option<PathBuf>,
 
     /// Refresh every second until interrupted.
     #[arg(long)]

@@ -553,3 +553,115 @@ fn the_service_caps_the_go_heap_when_asked() {
     );
     pool.stop();
 }
+
+/// Parses Prometheus text with Prometheus's own Python parser: every
+/// sample as `name{label=value,…}` → value, labels sorted.
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pytools/bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: `make test` installs prometheus-client there (or run `make target/pytools/bin/python`)",
+        python.display()
+    );
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the parser refused:\n{text}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn prometheus_metrics_parse_and_agree_with_the_json_status() {
+    let mut pool = Pool::local_clouds(2);
+    let install = pool.install.to_str().unwrap().to_owned();
+    // No service: the metrics say so, and status exits 7.
+    let down = run_expecting(pool.msync(["status", &install, "--prometheus"]), 7);
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&down.stdout));
+    assert_eq!(parsed.get("msync_up{}"), Some(&0.0), "{parsed:?}");
+
+    pool.start();
+    for i in 0..6 {
+        write_file(&pool.mount.join(format!("m/f{i}.bin")), 1000 + i, i as u8);
+    }
+    pool.settle(Duration::from_secs(120));
+    let file = pool.sandbox.path().join("textfile/msync.prom");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let output = run(pool.msync([
+        "status",
+        &install,
+        "--prometheus",
+        "--prometheus-file",
+        file.to_str().unwrap(),
+    ]));
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), printed);
+    let metrics = parse_prometheus(&printed);
+    let status = pool.status();
+    assert_eq!(metrics["msync_up{}"], 1.0);
+    assert_eq!(
+        metrics["msync_inotify_watches{}"],
+        status.inotify_watches as f64
+    );
+    let mut sent = 0.0;
+    for branch in &status.branches {
+        let name = &branch.name;
+        let get = |metric: &str, extra: &str| {
+            let key = format!("{metric}{{branch={name}{extra}}}");
+            *metrics
+                .get(&key)
+                .unwrap_or_else(|| panic!("no {key} in {metrics:?}"))
+        };
+        assert_eq!(get("msync_branch_state", ",state=idle"), 1.0);
+        assert_eq!(get("msync_branch_state", ",state=error"), 0.0);
+        assert_eq!(get("msync_branch_queued_changes", ""), branch.queued as f64);
+        assert_eq!(get("msync_branch_failing_paths", ",class=failed"), 0.0);
+        assert_eq!(
+            get("msync_branch_files_sent_total", ""),
+            branch.files_sent as f64
+        );
+        assert_eq!(
+            get("msync_branch_bytes_sent_total", ""),
+            branch.bytes_sent as f64
+        );
+        assert_eq!(
+            get("msync_cloud_total_bytes", ""),
+            branch.space.total.unwrap() as f64
+        );
+        assert!(get("msync_branch_seconds_since_last_sync", "") < 600.0);
+        sent += get("msync_branch_files_sent_total", "");
+    }
+    // The parser names a counter's sample with its _total, as written.
+    assert!(sent >= 6.0, "{metrics:?}");
+    assert!(
+        !pool
+            .sandbox
+            .path()
+            .join("textfile")
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".tmp") })
+    );
+    pool.stop();
+}

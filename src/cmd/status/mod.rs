@@ -1,7 +1,14 @@
-//! `msync status <install dir>`: what the running service is doing.
+//! `msync status <install dir>`: what the running service is doing, for
+//! people, scripts (`--json`) or Prometheus (see [`prometheus`]).
+
+mod prometheus;
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
 
 use indicatif::{HumanBytes, HumanDuration};
 
@@ -29,6 +36,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 ));
             }
             Err(ClientError::NotRunning | ClientError::Gone) => {
+                emit_metrics(args, &prometheus::render_down())?;
                 return Err(coded(
                     ExitCode::RunningState,
                     format!("msync is not running for {}", install.root().display()),
@@ -47,7 +55,9 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         if args.watch && std::io::stdout().is_terminal() {
             print!("\x1b[2J\x1b[H");
         }
-        if args.json {
+        if args.prometheus || args.prometheus_file.is_some() {
+            emit_metrics(args, &prometheus::render(&status, SystemTime::now()))?;
+        } else if args.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&status).expect("status always encodes")
@@ -60,6 +70,30 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Prints the metrics (`--prometheus`) and writes them to the file
+/// (`--prometheus-file`), whichever was asked.
+fn emit_metrics(args: &StatusArgs, text: &str) -> anyhow::Result<()> {
+    if args.prometheus {
+        print!("{text}");
+    }
+    if let Some(path) = &args.prometheus_file {
+        write_atomically(path, text)
+            .with_context(|| format!("writing the metrics to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A reader (node_exporter) sees the old file or the new one, never half.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 /// 0 when every branch is idle or syncing, 6 when one is retrying or in
