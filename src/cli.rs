@@ -267,6 +267,11 @@ pub struct StartArgs {
     #[arg(long, default_value = "60s", value_parser = parse_stall_timeout, value_name = "DURATION")]
     pub stall_timeout: Duration,
 
+    /// The size msync.log rotates at (4K to 1G): it becomes msync.log.1,
+    /// and msync.log.1 to .3 are kept.
+    #[arg(long, default_value = "10M", value_name = "SIZE", value_parser = parse_log_size)]
+    pub log_max_size: u64,
+
     /// A soft cap on rclone's Go heap, e.g. 64M, for small devices (what
     /// GOMEMLIMIT does): Go collects garbage harder as the heap nears it.
     /// Uncapped by default.
@@ -403,6 +408,14 @@ fn parse_reconcile_every(text: &str) -> Result<Duration, String> {
         Duration::from_secs(1),
         Duration::from_secs(30 * 86_400),
     )
+}
+
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    let size = crate::space::size::parse(text)?;
+    if !(4 << 10..=1 << 30).contains(&size) {
+        return Err(format!("{text} is out of range: give 4K to 1G"));
+    }
+    Ok(size)
 }
 
 fn parse_stall_timeout(text: &str) -> Result<Duration, String> {

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::{limit_bandwidth, load_rclone_for, require_remotes, require_root};
+use super::{keep_rclone_logs_in, limit_bandwidth, load_rclone_for, require_remotes, require_root};
 use crate::cli::{BalanceArgs, GlobalArgs};
 use crate::error::{ExitCode, coded};
 use crate::install::InstallDir;
@@ -79,6 +79,7 @@ pub fn run(global: &GlobalArgs, args: &BalanceArgs) -> anyhow::Result<ExitCode> 
         service_spaces(&install)?
     } else {
         let rclone = load_rclone_for(global, &install)?;
+        keep_rclone_logs_in(rclone, &install)?;
         require_remotes(rclone, &install)?;
         measured_spaces(rclone, &install)
     };

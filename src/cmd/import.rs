@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{limit_bandwidth, load_rclone_for, require_remotes, require_root};
+use super::{keep_rclone_logs_in, limit_bandwidth, load_rclone_for, require_remotes, require_root};
 use crate::cli::{GlobalArgs, ImportArgs, OwnersArg};
 use crate::error::{ExitCode, coded};
 use crate::install::{Branch, InstallDir, private_dir};
@@ -71,9 +71,10 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     }
     let signals = signals::install().context("installing signal handlers")?;
     let rclone = load_rclone_for(global, &install)?;
+    install.create_private_dirs()?;
+    keep_rclone_logs_in(rclone, &install)?;
     limit_bandwidth(rclone, args.bwlimit.as_deref())?;
     require_remotes(rclone, &install)?;
-    install.create_private_dirs()?;
 
     let mut tasks = start_downloads(rclone, &install)?;
     if let Some(interrupted) = wait_downloads(rclone, &mut tasks, args, &install, &signals)? {

@@ -116,3 +116,17 @@ fn limit_bandwidth(rclone: Rclone, rate: Option<&str>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// For a command at a terminal: rclone's own log lines go to the install's
+/// msync.log, and the terminal gets msync's words only. (The service keeps
+/// them on its stderr, which is the log when it runs in the background.)
+fn keep_rclone_logs_in(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
+    let log = install.log_file();
+    // Made 0600 and checked as the service makes it, before rclone opens it.
+    crate::service::logging::open_log(&log)
+        .with_context(|| format!("opening the log {}", log.display()))?;
+    rclone
+        .send_logs_to(&log)
+        .with_context(|| format!("sending rclone's log lines to {}", log.display()))?;
+    Ok(())
+}

@@ -55,7 +55,12 @@ fn run_service(
         let _ = nix::unistd::setsid();
     }
     install.create_private_dirs()?;
-    logging::init(&install.log_file(), !args.daemon_child)
+    let stderr = if args.daemon_child {
+        logging::Stderr::IsTheLog
+    } else {
+        logging::Stderr::Echo
+    };
+    logging::init(&install.log_file(), stderr, args.log_max_size)
         .with_context(|| format!("opening the log {}", install.log_file().display()))?;
     let options = ServiceOptions {
         mount_point: args.mount_point.clone(),
@@ -153,6 +158,9 @@ fn start_in_background(
     if let Some(bytes) = args.go_memory_limit {
         command.arg("--go-memory-limit").arg(bytes.to_string());
     }
+    command
+        .arg("--log-max-size")
+        .arg(args.log_max_size.to_string());
     command
         .arg("--mass-delete-percent")
         .arg(args.mass_delete_percent.to_string())

@@ -426,6 +426,18 @@ impl Rclone {
         Ok(())
     }
 
+    /// Sends rclone's own log lines to `path` (appended) rather than to
+    /// stderr, through msync's own `msync/logto`; false when the library
+    /// lacks the call (an upstream build), whose lines stay on stderr.
+    pub fn send_logs_to(&self, path: &std::path::Path) -> Result<bool, RcloneError> {
+        let method = "msync/logto";
+        if !self.has_method(method) {
+            return Ok(false);
+        }
+        self.rpc(method, &json!({ "path": path }))?;
+        Ok(true)
+    }
+
     /// `core/bwlimit`: sets the process-wide bandwidth limit (`"off"` lifts
     /// it) and returns the limit now in force as rclone prints it.
     pub fn set_bwlimit(&self, rate: &str) -> Result<String, RcloneError> {

@@ -665,3 +665,98 @@ fn prometheus_metrics_parse_and_agree_with_the_json_status() {
     );
     pool.stop();
 }
+
+#[test]
+fn an_interrupted_import_speaks_msyncs_words_and_rclones_go_to_the_log() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pool = Pool::local_clouds(1);
+    let stored = pool.sandbox.path().join("clouds/cloud1/msync");
+    for i in 0..3 {
+        write_file(&stored.join(format!("big/f{i}.bin")), 6 << 20, i as u8);
+    }
+    let install = pool.install.to_str().unwrap().to_owned();
+    // Slow enough to be caught in the middle.
+    let mut import = pool.msync(["import", &install, "--bwlimit", "512k"]);
+    import
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = import.spawn().unwrap();
+    let staging = pool.install.join("state/import/cloud1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let started = || {
+        walk_files(&staging)
+            .iter()
+            .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+    };
+    while !started() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never began"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("msync"), "{err}");
+    for raw in ["ERROR :", "NOTICE:", "context canceled"] {
+        assert!(!err.contains(raw), "rclone's line on the terminal: {err}");
+    }
+    let log = pool.log();
+    assert!(log.contains("context canceled"), "{log}");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn the_log_rotates_by_size_and_the_service_writes_on_in_the_new_file() {
+    let mut pool = Pool::local_clouds(2);
+    // A reconcile a second logs a few lines each: a flood for a 4K log.
+    pool.start_with(&["--log-max-size", "4K", "--reconcile-every", "1s"]);
+    let log = pool.install.join("msync.log");
+    let rotated = |n: usize| pool.install.join(format!("msync.log.{n}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !rotated(2).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never rotated twice"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for path in [log.clone(), rotated(1), rotated(2)] {
+        let size = std::fs::metadata(&path).unwrap().len();
+        // The limit, give or take the line that crossed it.
+        assert!(size <= 4096 + 1024, "{} is {size} bytes", path.display());
+    }
+    // The service's stderr (where rclone writes) follows the rotation.
+    let pid = pool.status().pid;
+    let stderr = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+    assert_eq!(stderr, log);
+    let before = std::fs::read_to_string(&log).unwrap().len();
+    let grew = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&log).unwrap().len() <= before && !rotated(3).exists() {
+        assert!(
+            std::time::Instant::now() < grew,
+            "nothing written after the rotation"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!pool.install.join("msync.log.4").exists());
+    pool.stop();
+}

@@ -76,6 +76,7 @@ func RcloneInitialize() {
 	if mode, _ := hostEnv("LIBRCLONE_MSYNC_CALLS"); mode != "off" {
 		addMsyncCalls()
 		addMemoryLimitCall()
+		addLogToCall()
 	}
 	// The rclone CLI registers its global options for options/get and
 	// options/set when it parses its flags; a library has no flags, so it
