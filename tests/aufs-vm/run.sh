@@ -57,7 +57,8 @@ timeout --foreground "${AUFS_VM_TIMEOUT:-900}" qemu-system-x86_64 \
 	-nographic -no-reboot -nodefaults -serial stdio \
 	-kernel "$kernel" -initrd "$initrd" \
 	-append "console=ttyS0 quiet loglevel=3 panic=-1 msync.script=$script msync.path=$repo/target/debug msync.repo=$repo" \
-	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" |
+	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+	-virtfs "local,path=$repo,mount_tag=checkout,security_model=none,readonly=on,multidevs=remap" |
 	tee "$log" || status=$?
 exit_line=$(grep -a '^msync-vm: exit [0-9]*' "$log" | tail -n 1 | tr -d '\r')
 if [ -z "$exit_line" ]; then
