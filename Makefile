@@ -64,7 +64,16 @@ $(LIBRCLONE): $(LIBRCLONE_SRC)
 		-ldflags='-s -w' -o $(CURDIR)/$@ .
 	@rm -f $(basename $@).h
 
+# make librclone BACKENDS="local sftp" also builds a library with only
+# those backends (and alias and crypt) into target/librclone-local-sftp/.
+BACKENDS ?=
 librclone: deps $(LIBRCLONE)
+	@if [ -n "$(strip $(BACKENDS))" ]; then vendor/librclone/build-trimmed.sh "$(BACKENDS)"; fi
+
+# The trimmed library the tests use.
+TRIMMED_TEST_LIB := target/librclone-local-sftp/librclone.so
+$(TRIMMED_TEST_LIB): $(LIBRCLONE_SRC) vendor/librclone/build-trimmed.sh
+	vendor/librclone/build-trimmed.sh "local sftp"
 
 $(MOTO):
 	python3 -m venv target/moto
@@ -89,7 +98,7 @@ lint:
 
 # Tests named *inotify_limit* lower system-wide inotify limits: they run
 # after the others, alone, so no other test's watcher meets the low limit.
-test: build lint $(MOTO) $(PYTOOLS)
+test: build lint $(MOTO) $(PYTOOLS) $(TRIMMED_TEST_LIB)
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test -- --test-threads=2 --skip inotify_limit
 	MSYNC_LIBRCLONE=$(CURDIR)/target/debug/librclone.so $(CARGO) test --test it inotify_limit -- --test-threads=1
 

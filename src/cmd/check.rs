@@ -79,6 +79,14 @@ fn check_librclone(report: &mut Report, global: &GlobalArgs) -> Option<Rclone> {
                 "librclone",
                 format!("{} (rclone {})", rclone.path().display(), rclone.version()),
             );
+            match rclone.backends() {
+                // A full build has dozens: a count says enough.
+                Ok(backends) if backends.len() > 12 => {
+                    report.ok("backends", format!("{} (a full build)", backends.len()))
+                }
+                Ok(backends) => report.ok("backends", backends.join(", ")),
+                Err(err) => report.fail("backends", err.to_string()),
+            }
             Some(rclone)
         }
         Err(err) => {
@@ -200,6 +208,7 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
         ),
     );
     let configured = rclone.list_remotes().unwrap_or_default();
+    let backends = rclone.backends().unwrap_or_default();
     let mut capacities = Vec::new();
     for branch in &install.manifest.branches {
         let what = format!("branch {}", branch.name);
@@ -213,6 +222,8 @@ fn check_install(install_dir: &Path, rclone: Rclone) -> ExitCode {
             );
         } else if !configured.contains(&branch.name) {
             report.fail(&what, format!("remote {:?} is not in the rclone config any more; restore it with `rclone config`", branch.name));
+        } else if let Some(missing) = super::missing_backend(rclone, &backends, &branch.name) {
+            report.fail(&what, missing);
         } else {
             match rclone
                 .about(&format!("{}:", branch.name))

@@ -95,15 +95,47 @@ fn require_remotes(rclone: Rclone, install: &InstallDir) -> anyhow::Result<()> {
         .map(|b| b.name.as_str())
         .filter(|name| !configured.iter().any(|c| c == name))
         .collect();
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        return Err(coded(
+            ExitCode::RequirementMissing,
+            format!(
+                "remote(s) {} of this install are not defined in the rclone config any more; restore them with `rclone config`",
+                missing.join(", ")
+            ),
+        ));
     }
-    Err(coded(
-        ExitCode::RequirementMissing,
-        format!(
-            "remote(s) {} of this install are not defined in the rclone config any more; restore them with `rclone config`",
-            missing.join(", ")
-        ),
+    let backends = rclone.backends()?;
+    let unserved: Vec<String> = install
+        .manifest
+        .branches
+        .iter()
+        .filter_map(|b| missing_backend(rclone, &backends, &b.name))
+        .collect();
+    if unserved.is_empty() {
+        Ok(())
+    } else {
+        Err(coded(ExitCode::RequirementMissing, unserved.join("; ")))
+    }
+}
+
+/// What to say of remote `name` when the loaded library (whose backends
+/// are `backends`) was built without its backend; `None` when it has it.
+fn missing_backend(rclone: Rclone, backends: &[String], name: &str) -> Option<String> {
+    let kind = rclone.remote_type(name).ok()?;
+    if backends.contains(&kind) {
+        return None;
+    }
+    let mut wanted: Vec<&str> = backends
+        .iter()
+        .map(String::as_str)
+        .filter(|b| !matches!(*b, "alias" | "crypt"))
+        .collect();
+    wanted.push(&kind);
+    Some(format!(
+        "remote {name:?} is a {kind:?} remote, and the loaded librclone ({}) was built without that backend (it has {}): rebuild it with `make librclone BACKENDS=\"{}\"`, or use the full build (target/librclone/librclone.so)",
+        rclone.path().display(),
+        backends.join(", "),
+        wanted.join(" ")
     ))
 }
 

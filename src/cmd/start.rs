@@ -86,6 +86,11 @@ fn run_service(
     let go_memory_limit = args.go_memory_limit;
     let result = service::run(install, options, || {
         let rclone = load_rclone_for(global, &for_loading)?;
+        log::info!(
+            "librclone {} (rclone {})",
+            rclone.path().display(),
+            rclone.version()
+        );
         if let Some(bytes) = go_memory_limit {
             rclone
                 .set_memory_limit(bytes)

@@ -367,6 +367,22 @@ impl Rclone {
         decode(method, answer["remotes"].clone())
     }
 
+    /// The backends the library was built with (`config/providers`): all
+    /// of rclone's, or a trimmed build's few.
+    pub fn backends(&self) -> Result<Vec<String>, RcloneError> {
+        let method = "config/providers";
+        let answer = self.rpc(method, &json!({}))?;
+        let names = answer["providers"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|p| p["Name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(names)
+    }
+
     /// The backend type of a configured remote (`config/get`). Only the
     /// type is returned: the rest of the section may hold secrets.
     pub fn remote_type(&self, name: &str) -> Result<String, RcloneError> {

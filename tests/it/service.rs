@@ -760,3 +760,75 @@ fn the_log_rotates_by_size_and_the_service_writes_on_in_the_new_file() {
     assert!(!pool.install.join("msync.log.4").exists());
     pool.stop();
 }
+
+#[test]
+fn a_trimmed_library_serves_its_backends_and_names_the_one_it_lacks() {
+    let trimmed = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/librclone-local-sftp/librclone.so");
+    assert!(
+        trimmed.exists(),
+        "{} not found: `make test` builds it (make librclone BACKENDS=\"local sftp\")",
+        trimmed.display()
+    );
+    let trimmed = trimmed.to_str().unwrap().to_owned();
+    let server = SftpServer::start();
+    let sandbox = Sandbox::new();
+    let disk = sandbox.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let config = format!(
+        "{}\n[disk]\ntype = local\n\n[gd]\ntype = drive\n",
+        server.rclone_section("ssh"),
+    );
+    // `disk:` would be relative: an alias names the folder.
+    let config = format!(
+        "{config}\n[home]\ntype = alias\nremote = disk:{}\n",
+        disk.display()
+    );
+    let mut pool = Pool::install_remotes(sandbox, &config, Some("ssh,home"));
+    let install = pool.install.to_str().unwrap().to_owned();
+    run(pool.msync(["--librclone", &trimmed, "import", &install]));
+    pool.start_with(&["--librclone", &trimmed]);
+    for i in 0..10 {
+        write_file(&pool.mount.join(format!("t/f{i}.bin")), 5000 + i, i as u8);
+    }
+    pool.settle(SETTLE);
+    pool.assert_in_sync();
+    let sent = pool.remote_files("ssh:msync").len() + pool.remote_files("home:msync").len();
+    assert_eq!(sent, 10);
+    assert!(
+        pool.log().contains("librclone-local-sftp"),
+        "{}",
+        pool.log()
+    );
+    pool.stop();
+
+    // A drive remote joins the install: the trimmed library refuses it by
+    // name, and says how to rebuild; nothing starts.
+    run(pool.msync(["install", &install, "--remotes", "gd"]));
+    let err = stderr(&run_expecting(
+        pool.msync([
+            "--librclone",
+            &trimmed,
+            "start",
+            &install,
+            pool.mount.to_str().unwrap(),
+        ]),
+        3,
+    ));
+    assert!(err.contains("\"drive\" remote"), "{err}");
+    assert!(
+        err.contains("make librclone BACKENDS=\"local sftp drive\""),
+        "{err}"
+    );
+    assert!(!msync::union::is_mounted(&pool.mount));
+    let check = run_expecting(pool.msync(["--librclone", &trimmed, "check", &install]), 4);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("ok   backends: alias, crypt, local, sftp"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL branch gd") && out.contains("without that backend"),
+        "{out}"
+    );
+}

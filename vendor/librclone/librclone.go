@@ -34,8 +34,8 @@ import (
 	"github.com/rclone/rclone/fs/rc/jobs"
 	"github.com/rclone/rclone/lib/atexit"
 
-	// Every backend, and the RC commands msync relies on.
-	_ "github.com/rclone/rclone/backend/all"
+	// The RC commands msync relies on; the backends are in backends_all.go
+	// (or a trimmed build's own list: build-trimmed.sh).
 	_ "github.com/rclone/rclone/fs/operations"
 	_ "github.com/rclone/rclone/fs/sync"
 )
