@@ -267,6 +267,17 @@ pub struct StartArgs {
     #[arg(long, default_value = "60s", value_parser = parse_stall_timeout, value_name = "DURATION")]
     pub stall_timeout: Duration,
 
+    /// Run CMD (with sh -c) whenever something needs a person, with one
+    /// JSON event on its standard input: a branch refused or in error, a
+    /// cloud or the whole pool full, a cloud unreachable for long. For
+    /// mail, ntfy, apprise and the like; it never holds up the sync.
+    #[arg(long, value_name = "CMD")]
+    pub notify_command: Option<String>,
+
+    /// How long a remote may not answer before --notify-command hears of it.
+    #[arg(long, default_value = "15m", value_parser = parse_unreachable_after, value_name = "DURATION")]
+    pub notify_unreachable_after: Duration,
+
     /// The size msync.log rotates at (4K to 1G): it becomes msync.log.1,
     /// and msync.log.1 to .3 are kept.
     #[arg(long, default_value = "10M", value_name = "SIZE", value_parser = parse_log_size)]
@@ -407,6 +418,14 @@ fn parse_reconcile_every(text: &str) -> Result<Duration, String> {
         text,
         Duration::from_secs(1),
         Duration::from_secs(30 * 86_400),
+    )
+}
+
+fn parse_unreachable_after(text: &str) -> Result<Duration, String> {
+    parse_duration_within(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 86_400),
     )
 }
 

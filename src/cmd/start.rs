@@ -68,6 +68,8 @@ fn run_service(
         union: args.union,
         debounce: args.debounce,
         lease_expiry: args.lease_expiry,
+        notify_command: args.notify_command.clone(),
+        notify_unreachable_after: args.notify_unreachable_after,
         engine: EngineConfig {
             reconcile_every: args.reconcile_every,
             mass_delete: MassDeleteLimit {
@@ -165,7 +167,12 @@ fn start_in_background(
     }
     command
         .arg("--log-max-size")
-        .arg(args.log_max_size.to_string());
+        .arg(args.log_max_size.to_string())
+        .arg("--notify-unreachable-after")
+        .arg(humantime::format_duration(args.notify_unreachable_after).to_string());
+    if let Some(notify) = &args.notify_command {
+        command.arg("--notify-command").arg(notify);
+    }
     command
         .arg("--mass-delete-percent")
         .arg(args.mass_delete_percent.to_string())

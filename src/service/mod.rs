@@ -18,6 +18,7 @@
 //! its own process: nothing forks once the Go runtime is in.
 
 mod control;
+mod events;
 mod leases;
 pub mod logging;
 mod notify;
@@ -55,7 +56,7 @@ pub const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the main loop looks for signals and stop requests.
 const TICK: Duration = Duration::from_millis(100);
 /// How often systemd's one-line status is brought up to date.
-const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -70,6 +71,10 @@ pub struct ServiceOptions {
     /// How long another installation's lease must stay unchanged, as seen
     /// from here, before it is taken over.
     pub lease_expiry: Duration,
+    /// Run for each event that needs a person (see [`events`]).
+    pub notify_command: Option<String>,
+    /// How long a remote may not answer before that is an event.
+    pub notify_unreachable_after: Duration,
 }
 
 /// Everything the main loop holds.
@@ -84,8 +89,11 @@ struct Running {
     whiteouts: Option<Whiteouts>,
     /// systemd, when it asked to be told (`$NOTIFY_SOCKET`).
     notifier: Option<notify::Notifier>,
-    /// When the summary for systemd is looked at next.
+    /// When the summary for systemd and the events are looked at next.
     next_summary: Instant,
+    /// `--notify-command`'s events, when one was given.
+    events: Option<events::Events>,
+    pool: Arc<Mutex<Option<PoolStatus>>>,
 }
 
 /// Runs the service until it is stopped. `load` loads librclone; it is
@@ -259,6 +267,18 @@ pub fn run(
     // From here the main loop's shutdown unmounts.
     mounted.mounted = false;
     mounted.created = false;
+    let events = match &options.notify_command {
+        Some(command) => Some(
+            events::Events::start(
+                command.clone(),
+                install.root(),
+                options.notify_unreachable_after,
+            )
+            .context("starting the notify thread")?,
+        ),
+        None => None,
+    };
+    let pool = Arc::clone(&space_keeper.pool);
     let mut running = Running {
         mount_point,
         engine,
@@ -269,6 +289,8 @@ pub fn run(
         whiteouts: Whiteouts::for_union(driver, &install),
         notifier: notify::Notifier::from_env(),
         next_summary: Instant::now() + SUMMARY_EVERY,
+        events,
+        pool,
     };
     if let Some(notifier) = &mut running.notifier {
         notifier.ready(&notify::summary(&running.engine.status()));
@@ -475,16 +497,27 @@ impl Running {
         }
     }
 
-    /// Brings systemd's one-line status up to date, now and then.
+    /// Now and then: brings systemd's one-line status up to date, and
+    /// reports the events that began since the last look.
     fn tell_systemd(&mut self) {
-        let Some(notifier) = &mut self.notifier else {
-            return;
-        };
-        if Instant::now() < self.next_summary {
+        if (self.notifier.is_none() && self.events.is_none()) || Instant::now() < self.next_summary
+        {
             return;
         }
         self.next_summary = Instant::now() + SUMMARY_EVERY;
-        notifier.status(notify::summary(&self.engine.status()));
+        let branches = self.engine.status();
+        if let Some(notifier) = &mut self.notifier {
+            notifier.status(notify::summary(&branches));
+        }
+        if let Some(events) = &mut self.events {
+            let pool = self
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|p| p.room);
+            events.look(&branches, &self.engine.capacities(), pool);
+        }
     }
 
     fn stop_request(&mut self, request: &control::StopRequest) -> Reply {

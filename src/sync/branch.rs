@@ -397,6 +397,7 @@ impl BranchWorker {
                 in_flight: Vec::new(),
                 failing: shared.table.failing(now),
                 paused: shared.pause.as_ref().map(|p| p.message.clone()),
+                refused: shared.refused.clone(),
                 last_sync: shared
                     .last_sync
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),

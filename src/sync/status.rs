@@ -51,6 +51,10 @@ pub struct BranchStatus {
     /// Why the whole remote is paused (unreachable, full), while it is.
     #[serde(default)]
     pub paused: Option<String>,
+    /// Why a guard holds the branch (a reconcile that would delete too
+    /// much), while it does.
+    #[serde(default)]
+    pub refused: Option<String>,
     /// When the remote last matched a change (RFC 3339, UTC).
     pub last_sync: Option<String>,
     pub last_error: Option<String>,

@@ -832,3 +832,125 @@ fn a_trimmed_library_serves_its_backends_and_names_the_one_it_lacks() {
         "{out}"
     );
 }
+
+/// The JSON events a `cat >> FILE` notify command has written so far.
+fn notified(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event a line"))
+        .collect()
+}
+
+fn wait_for_event(
+    file: &std::path::Path,
+    event: &str,
+    branch: &str,
+    pool: &Pool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(found) = notified(file)
+            .into_iter()
+            .find(|e| e["event"] == event && e["branch"] == branch)
+        {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {event} for {branch}: {:?}\n{}",
+            notified(file),
+            pool.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_notify_command_hears_of_a_full_cloud_and_a_refused_branch() {
+    let sandbox = Sandbox::new();
+    let mut config = String::new();
+    for name in ["cloud1", "cloud2"] {
+        let dir = sandbox.path().join("clouds").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        config.push_str(&format!(
+            "[{name}]\ntype = alias\nremote = {}\n\n",
+            dir.display()
+        ));
+    }
+    // cloud1 has no room for new files from the start.
+    let mut pool = Pool::install_with(sandbox, &config, &["--quota", "cloud1=1M"]);
+    pool.import();
+    let events = pool.sandbox.path().join("events.jsonl");
+    let notify = format!("cat >> {}", events.display());
+    pool.start_with(&["--notify-command", &notify]);
+    let full = wait_for_event(&events, "cloud_full", "cloud1", &pool);
+    assert_eq!(full["remote"], "cloud1:msync");
+    assert_eq!(full["install_dir"], pool.install.to_str().unwrap());
+    assert!(full["time"].as_str().unwrap().ends_with('Z'), "{full}");
+    for i in 0..150 {
+        write_file(&pool.mount.join(format!("n/f{i}.txt")), 100, i as u8);
+    }
+    pool.settle(Duration::from_secs(120));
+    // Still full, and said once.
+    let fulls = notified(&events)
+        .into_iter()
+        .filter(|e| e["event"] == "cloud_full")
+        .count();
+    assert_eq!(fulls, 1, "{:?}", notified(&events));
+    pool.stop();
+
+    // Most of a branch gone while stopped: the guard refuses it, and the
+    // command hears why.
+    let branch = pool.branch_dir("cloud2");
+    for i in 0..120 {
+        let _ = std::fs::remove_file(branch.join(format!("n/f{i}.txt")));
+    }
+    pool.start_with(&["--notify-command", &notify]);
+    let refused = wait_for_event(&events, "branch_refused", "cloud2", &pool);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("would delete"),
+        "{refused}"
+    );
+    pool.stop();
+}
+
+#[test]
+fn a_notify_command_that_hangs_holds_nothing_up() {
+    let sandbox = Sandbox::new();
+    let mut config = String::new();
+    for name in ["cloud1", "cloud2"] {
+        let dir = sandbox.path().join("clouds").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        config.push_str(&format!(
+            "[{name}]\ntype = alias\nremote = {}\n\n",
+            dir.display()
+        ));
+    }
+    let mut pool = Pool::install_with(sandbox, &config, &["--quota", "cloud1=1M"]);
+    pool.import();
+    // The full cloud is an event at once; the command never ends by itself.
+    pool.start_with(&["--notify-command", "sleep 40"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pool.log().contains("notify: cloud_full") {
+        assert!(std::time::Instant::now() < deadline, "{}", pool.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Meanwhile the pool syncs as ever.
+    for i in 0..20 {
+        write_file(&pool.mount.join(format!("h/f{i}.bin")), 2000 + i, i as u8);
+    }
+    pool.settle(Duration::from_secs(120));
+    pool.assert_in_sync();
+    assert_eq!(pool.remote_files("cloud2:msync").len(), 20);
+    let started = std::time::Instant::now();
+    pool.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stop waited for the notify command: {:?}",
+        started.elapsed()
+    );
+}
