@@ -866,8 +866,9 @@ fn wait_for_event(
     }
 }
 
-#[test]
-fn a_notify_command_hears_of_a_full_cloud_and_a_refused_branch() {
+/// Two local clouds, imported; cloud1 has no room for new files from the
+/// start (a 1M quota).
+fn two_clouds_the_first_full() -> Pool {
     let sandbox = Sandbox::new();
     let mut config = String::new();
     for name in ["cloud1", "cloud2"] {
@@ -878,9 +879,14 @@ fn a_notify_command_hears_of_a_full_cloud_and_a_refused_branch() {
             dir.display()
         ));
     }
-    // cloud1 has no room for new files from the start.
-    let mut pool = Pool::install_with(sandbox, &config, &["--quota", "cloud1=1M"]);
+    let pool = Pool::install_with(sandbox, &config, &["--quota", "cloud1=1M"]);
     pool.import();
+    pool
+}
+
+#[test]
+fn a_notify_command_hears_of_a_full_cloud_and_a_refused_branch() {
+    let mut pool = two_clouds_the_first_full();
     let events = pool.sandbox.path().join("events.jsonl");
     let notify = format!("cat >> {}", events.display());
     pool.start_with(&["--notify-command", &notify]);
@@ -920,18 +926,7 @@ fn a_notify_command_hears_of_a_full_cloud_and_a_refused_branch() {
 
 #[test]
 fn a_notify_command_that_hangs_holds_nothing_up() {
-    let sandbox = Sandbox::new();
-    let mut config = String::new();
-    for name in ["cloud1", "cloud2"] {
-        let dir = sandbox.path().join("clouds").join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        config.push_str(&format!(
-            "[{name}]\ntype = alias\nremote = {}\n\n",
-            dir.display()
-        ));
-    }
-    let mut pool = Pool::install_with(sandbox, &config, &["--quota", "cloud1=1M"]);
-    pool.import();
+    let mut pool = two_clouds_the_first_full();
     // The full cloud is an event at once; the command never ends by itself.
     pool.start_with(&["--notify-command", "sleep 40"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
