@@ -55,7 +55,7 @@ use whiteouts::Whiteouts;
 pub const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the main loop looks for signals and stop requests.
 const TICK: Duration = Duration::from_millis(100);
-/// How often systemd's one-line status is brought up to date.
+/// How often systemd's one-line status and the events are looked at.
 const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 
 /// How the service runs.
@@ -477,7 +477,7 @@ impl Running {
                 self.watch_count
                     .store(watcher.watch_count(), Ordering::Relaxed);
             }
-            self.tell_systemd();
+            self.report_now_and_then();
             if let Ok(signal) = signals.try_recv() {
                 info!("{signal} received: stopping");
                 match self.shutdown(SIGNAL_STOP_TIMEOUT, false) {
@@ -499,7 +499,7 @@ impl Running {
 
     /// Now and then: brings systemd's one-line status up to date, and
     /// reports the events that began since the last look.
-    fn tell_systemd(&mut self) {
+    fn report_now_and_then(&mut self) {
         if (self.notifier.is_none() && self.events.is_none()) || Instant::now() < self.next_summary
         {
             return;

@@ -57,12 +57,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         if args.prometheus || args.prometheus_file.is_some() {
             emit_metrics(args, &prometheus::render(&status, SystemTime::now()))?;
-        } else if args.json {
+        }
+        if args.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&status).expect("status always encodes")
             );
-        } else {
+        } else if !args.prometheus && args.prometheus_file.is_none() {
+            // Written to a file from a timer: nothing else is asked for.
             print_human(&status);
         }
         if !args.watch {
