@@ -270,7 +270,8 @@ pub struct StartArgs {
     /// Run CMD (with sh -c) whenever something needs a person, with one
     /// JSON event on its standard input: a branch refused or in error, a
     /// cloud or the whole pool full, a cloud unreachable for long. For
-    /// mail, ntfy, apprise and the like; it never holds up the sync.
+    /// mail, ntfy, apprise and the like; it never holds up the sync. Kept
+    /// in the install for later starts; --notify-command '' forgets it.
     #[arg(long, value_name = "CMD")]
     pub notify_command: Option<String>,
 

@@ -28,7 +28,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(global: &GlobalArgs, args: &StartArgs) -> anyhow::Result<ExitCode> {
     require_root("start")?;
-    let install = InstallDir::open(&args.install_dir)?;
+    let mut install = InstallDir::open(&args.install_dir)?;
+    if !args.daemon_child {
+        record_notify_command(&mut install, args)?;
+    }
     if args.foreground || args.daemon_child {
         return run_service(global, args, install);
     }
@@ -43,6 +46,20 @@ pub fn run(global: &GlobalArgs, args: &StartArgs) -> anyhow::Result<ExitCode> {
     }
     union::select(args.union, &Availability::probe())?;
     start_in_background(global, args, &install)
+}
+
+/// `--notify-command CMD` is kept in the install for the starts after
+/// this one; `--notify-command ''` forgets it. The service reads it there.
+fn record_notify_command(install: &mut InstallDir, args: &StartArgs) -> anyhow::Result<()> {
+    let Some(command) = &args.notify_command else {
+        return Ok(());
+    };
+    let command = (!command.trim().is_empty()).then(|| command.clone());
+    if install.manifest.notify_command != command {
+        install.manifest.notify_command = command;
+        install.save()?;
+    }
+    Ok(())
 }
 
 fn run_service(
@@ -68,7 +85,7 @@ fn run_service(
         union: args.union,
         debounce: args.debounce,
         lease_expiry: args.lease_expiry,
-        notify_command: args.notify_command.clone(),
+        notify_command: install.manifest.notify_command.clone(),
         notify_unreachable_after: args.notify_unreachable_after,
         engine: EngineConfig {
             reconcile_every: args.reconcile_every,
@@ -170,9 +187,6 @@ fn start_in_background(
         .arg(args.log_max_size.to_string())
         .arg("--notify-unreachable-after")
         .arg(humantime::format_duration(args.notify_unreachable_after).to_string());
-    if let Some(notify) = &args.notify_command {
-        command.arg("--notify-command").arg(notify);
-    }
     command
         .arg("--mass-delete-percent")
         .arg(args.mass_delete_percent.to_string())

@@ -26,8 +26,8 @@ pub const MARKER_FILE: &str = ".msync-branch";
 /// The manifest format this msync writes. Older formats are read and
 /// migrated in place: format 1 had one `imported` flag for the whole
 /// install and no branch identities; format 2 had no quotas and no retired
-/// branches.
-const FORMAT: u32 = 3;
+/// branches; format 3 had no notify command.
+const FORMAT: u32 = 4;
 
 /// Why an install dir cannot be used.
 #[derive(Debug, Error)]
@@ -120,6 +120,10 @@ pub struct Manifest {
     /// msync's directory on each remote.
     pub remote_path: String,
     pub branches: Vec<Branch>,
+    /// The command `start --notify-command` recorded: later starts run it
+    /// too, until `--notify-command ''` clears it.
+    #[serde(default)]
+    pub notify_command: Option<String>,
 }
 
 impl Manifest {
@@ -179,10 +183,16 @@ impl InstallDir {
             1 => {
                 migrate_from_1(&mut value);
                 migrate_from_2(&mut value);
+                migrate_from_3(&mut value);
                 true
             }
             2 => {
                 migrate_from_2(&mut value);
+                migrate_from_3(&mut value);
+                true
+            }
+            3 => {
+                migrate_from_3(&mut value);
                 true
             }
             f if f == u64::from(FORMAT) => false,
@@ -231,6 +241,7 @@ impl InstallDir {
                 rclone_config: rclone_config.to_path_buf(),
                 remote_path: remote_path.to_owned(),
                 branches: Vec::new(),
+                notify_command: None,
             },
         })
     }
@@ -373,6 +384,12 @@ fn migrate_from_2(value: &mut serde_json::Value) {
         }
     }
     value["format"] = serde_json::json!(3);
+}
+
+/// Turns a format 3 manifest into format 4: no notify command recorded.
+fn migrate_from_3(value: &mut serde_json::Value) {
+    value["notify_command"] = serde_json::Value::Null;
+    value["format"] = serde_json::json!(4);
 }
 
 /// Creates `dir` (and parents) and makes it 0700; refuses a symlink.
@@ -587,6 +604,35 @@ mod tests {
             serde_json::from_str(&fs::read_to_string(root.join(MANIFEST_FILE)).unwrap()).unwrap();
         assert_eq!(saved["format"], FORMAT);
         assert_eq!(saved["branches"][0]["retired"], false);
+        assert_eq!(InstallDir::open(&root).unwrap().manifest, install.manifest);
+    }
+
+    #[test]
+    fn a_format_3_manifest_is_migrated_in_place() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().canonicalize().unwrap();
+        let dir = root.join("branches/a");
+        fs::create_dir_all(&dir).unwrap();
+        // As msync wrote it before notify commands.
+        let old = serde_json::json!({
+            "format": 3,
+            "install_id": "id-3",
+            "rclone_config": "/etc/rclone.conf",
+            "remote_path": "msync",
+            "branches": [
+                {"name": "a", "dir": dir, "remote": "a:msync", "imported": true,
+                 "identity": {"dev": 1, "ino": 2}, "quota": 1000, "retired": false},
+            ],
+        });
+        fs::write(root.join(MANIFEST_FILE), old.to_string()).unwrap();
+
+        let install = InstallDir::open(&root).unwrap();
+        assert_eq!(install.manifest.notify_command, None);
+        assert_eq!(install.manifest.branches[0].quota, Some(1000));
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(root.join(MANIFEST_FILE)).unwrap()).unwrap();
+        assert_eq!(saved["format"], 4);
+        assert!(saved["notify_command"].is_null());
         assert_eq!(InstallDir::open(&root).unwrap().manifest, install.manifest);
     }
 

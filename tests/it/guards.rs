@@ -59,7 +59,8 @@ fn a_remote_added_after_the_import_must_be_imported_before_it_syncs() {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pool.install.join("msync.json")).unwrap())
             .unwrap();
-    assert_eq!(manifest["format"], 3, "{manifest:#}");
+    assert_eq!(manifest["format"], 4, "{manifest:#}");
+    assert_eq!(manifest["notify_command"], serde_json::Value::Null);
     assert_eq!(manifest["branches"][0]["quota"], serde_json::Value::Null);
     assert_eq!(manifest["branches"][0]["imported"], true, "{manifest:#}");
     assert_eq!(manifest["branches"][1]["imported"], false, "{manifest:#}");
