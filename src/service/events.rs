@@ -11,7 +11,10 @@
 //!   full or capped;
 //! - `pool_full`: every cloud is full;
 //! - `cloud_unreachable`: a remote has not answered for longer than
-//!   `--notify-unreachable-after`.
+//!   `--notify-unreachable-after`;
+//! - `evacuation_finished`: a branch retired by `balance --evacuate`
+//!   while the service ran, or holding files since, holds none any more
+//!   and has nothing left to send.
 //!
 //! Commands run one at a time on the thread `msync-notify`, each killed
 //! after [`COMMAND_TIMEOUT`]; events wait in a short queue and the ones
@@ -47,6 +50,10 @@ struct Seen {
     full: bool,
     down_since: Option<Instant>,
     down_reported: bool,
+    /// A retired branch held files at an earlier look.
+    evacuating: bool,
+    /// The branch was in use (not retired) at an earlier look.
+    in_use: bool,
 }
 
 /// Watches for events and hands them to the command's thread.
@@ -82,11 +89,15 @@ impl Events {
     }
 
     /// Compares the engine now with the last look and reports what began.
+    /// `emptied[i]` is whether retired branch `i` holds no file now (`None`
+    /// for a branch in use); `emptied` is empty when the branches were not
+    /// looked at this time.
     pub(super) fn look(
         &mut self,
         branches: &[BranchStatus],
         clouds: &[(Capacity, Option<Trouble>)],
         pool: Option<PoolRoom>,
+        emptied: &[Option<bool>],
     ) {
         let now = Instant::now();
         self.seen.resize(branches.len(), Seen::default());
@@ -116,6 +127,21 @@ impl Events {
                     .clone()
                     .unwrap_or_else(|| "no room left for new files".into());
                 self.send("cloud_full", Some(branch), why, space);
+            }
+            match emptied.get(i).copied() {
+                Some(None) => self.seen[i].in_use = true,
+                Some(Some(false)) => self.seen[i].evacuating = true,
+                Some(Some(true)) if (before.evacuating || before.in_use) && branch.queued == 0 => {
+                    self.seen[i].evacuating = false;
+                    self.seen[i].in_use = false;
+                    self.send(
+                        "evacuation_finished",
+                        Some(branch),
+                        "the retired branch is empty: its files are on the other clouds".into(),
+                        json!({}),
+                    );
+                }
+                _ => {}
             }
             let seen = &mut self.seen[i];
             seen.refused = refused;

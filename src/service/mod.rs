@@ -45,7 +45,7 @@ use crate::error::{ExitCode, coded};
 use crate::install::{InstallDir, MARKER_FILE};
 use crate::rclone::{Rclone, signals};
 use crate::sync::lease::{Lease, Leases};
-use crate::sync::{BranchSpec, Engine, EngineConfig, guard, is_local_only};
+use crate::sync::{BranchSpec, Engine, EngineConfig, branch_files, guard, is_local_only};
 use crate::union::{self, Availability, Driver, UnionError};
 use crate::watch::{BranchRoot, WatchConfig, WatchMessage, Watcher};
 use leases::{LeaseGuard, renew_leases, take_leases};
@@ -57,6 +57,9 @@ pub const SIGNAL_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(100);
 /// How often systemd's one-line status and the events are looked at.
 const SUMMARY_EVERY: Duration = Duration::from_secs(2);
+/// How often a retired branch is walked to see it emptied (a walk of a
+/// big branch costs: not every look).
+const EVACUATION_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -94,6 +97,9 @@ struct Running {
     /// `--notify-command`'s events, when one was given.
     events: Option<events::Events>,
     pool: Arc<Mutex<Option<PoolStatus>>>,
+    branch_dirs: Vec<PathBuf>,
+    /// When the retired branches are walked next, to see one emptied.
+    next_evacuation_check: Instant,
 }
 
 /// Runs the service until it is stopped. `load` loads librclone; it is
@@ -288,9 +294,17 @@ pub fn run(
         space_keeper: Some(space_keeper),
         whiteouts: Whiteouts::for_union(driver, &install),
         notifier: notify::Notifier::from_env(),
-        next_summary: Instant::now() + SUMMARY_EVERY,
+        // At once: the events need a first look at the pool as it starts.
+        next_summary: Instant::now(),
         events,
         pool,
+        branch_dirs: install
+            .manifest
+            .branches
+            .iter()
+            .map(|b| b.dir.clone())
+            .collect(),
+        next_evacuation_check: Instant::now(),
     };
     if let Some(notifier) = &mut running.notifier {
         notifier.ready(&notify::summary(&running.engine.status()));
@@ -509,6 +523,12 @@ impl Running {
         if let Some(notifier) = &mut self.notifier {
             notifier.status(notify::summary(&branches));
         }
+        let emptied = if self.events.is_some() && Instant::now() >= self.next_evacuation_check {
+            self.next_evacuation_check = Instant::now() + EVACUATION_CHECK_EVERY;
+            self.retired_emptied()
+        } else {
+            Vec::new()
+        };
         if let Some(events) = &mut self.events {
             let pool = self
                 .pool
@@ -516,8 +536,23 @@ impl Running {
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .map(|p| p.room);
-            events.look(&branches, &self.engine.capacities(), pool);
+            events.look(&branches, &self.engine.capacities(), pool, &emptied);
         }
+    }
+
+    /// For each retired branch, whether it holds no file any more (a walk
+    /// of its directory, only while it is retired); `None` for the others.
+    fn retired_emptied(&self) -> Vec<Option<bool>> {
+        let Some(keeper) = &self.space_keeper else {
+            return Vec::new();
+        };
+        keeper
+            .mover
+            .retired()
+            .iter()
+            .zip(&self.branch_dirs)
+            .map(|(&retired, dir)| retired.then(|| branch_files(dir).is_empty()))
+            .collect()
     }
 
     fn stop_request(&mut self, request: &control::StopRequest) -> Reply {

@@ -83,7 +83,8 @@ impl Mover {
         self.branches.iter().position(|b| b.name == name)
     }
 
-    fn retired(&self) -> Vec<bool> {
+    /// Which branches are retired (emptied for good), in branch order.
+    pub(super) fn retired(&self) -> Vec<bool> {
         self.retired
             .lock()
             .unwrap_or_else(|p| p.into_inner())

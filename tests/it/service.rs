@@ -834,7 +834,7 @@ fn a_trimmed_library_serves_its_backends_and_names_the_one_it_lacks() {
 }
 
 /// The JSON events a `cat >> FILE` notify command has written so far.
-fn notified(file: &std::path::Path) -> Vec<serde_json::Value> {
+pub fn notified(file: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
@@ -842,7 +842,8 @@ fn notified(file: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn wait_for_event(
+/// Waits for `event` of `branch` among [`notified`]'s.
+pub fn wait_for_event(
     file: &std::path::Path,
     event: &str,
     branch: &str,

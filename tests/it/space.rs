@@ -382,7 +382,9 @@ fn balance_levels_clouds_from_95_10_10_to_within_15_points() {
 #[test]
 fn evacuate_with_the_service_running_keeps_every_file_in_view() {
     let mut clouds = Clouds::new(&["100m", "100m", "100m"]);
-    clouds.pool.start();
+    let events = clouds.pool.sandbox.path().join("events.jsonl");
+    let notify = format!("cat >> {}", events.display());
+    clouds.pool.start_with(&["--notify-command", &notify]);
     clouds.write("photos", 30, MIB);
     clouds.pool.settle(SETTLE);
     let on_cloud1 = local_files(&clouds.pool)
@@ -434,6 +436,8 @@ fn evacuate_with_the_service_running_keeps_every_file_in_view() {
         serde_json::from_slice(&std::fs::read(clouds.pool.install.join("msync.json")).unwrap())
             .unwrap();
     assert_eq!(manifest["branches"][0]["retired"], true);
+    // The notify command heard the evacuation end, once.
+    crate::service::wait_for_event(&events, "evacuation_finished", "cloud1", &clouds.pool);
     // New files go elsewhere.
     clouds.write("after", 10, 1000);
     clouds.pool.settle(SETTLE);
