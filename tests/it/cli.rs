@@ -293,8 +293,10 @@ fn the_manual_has_a_page_per_command_that_man_renders() {
             man.arg("-l").arg(&page).env("MANWIDTH", "80");
             man
         }));
+        // man justifies lines: the synopsis may hold two spaces in a row.
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            text.contains(&format!("msync {command}")),
+            words.contains(&format!("msync {command}")),
             "{command}: {text}"
         );
     }
