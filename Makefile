@@ -134,7 +134,7 @@ demo: release
 	demo/run.sh target/release/msync
 
 install: release
-	install -d -m 0755 $(PREFIX)/lib/msync
+	install -d -m 0755 $(PREFIX)/lib/msync $(PREFIX)/bin
 	install -m 0755 target/release/msync $(PREFIX)/lib/msync/msync
 	install -m 0644 target/release/librclone.so $(PREFIX)/lib/msync/librclone.so
 	ln -sf $(PREFIX)/lib/msync/msync $(PREFIX)/bin/msync
