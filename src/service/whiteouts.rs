@@ -40,12 +40,13 @@ impl Whiteouts {
     /// Takes the new whiteouts out of `changes` and deletes what each
     /// hides; returns the other changes.
     pub(super) fn take(&self, changes: Vec<Change>) -> Vec<Change> {
-        let (whiteouts, rest): (Vec<Change>, Vec<Change>) = changes
-            .into_iter()
-            .partition(|c| hidden_name(&c.path).is_some());
-        for change in whiteouts {
-            let appeared = matches!(change.kind, ChangeKind::Write | ChangeKind::Rename { .. });
-            if let (true, Some(hidden)) = (appeared, hidden_name(&change.path)) {
+        let mut rest = Vec::with_capacity(changes.len());
+        for change in changes {
+            let Some(hidden) = hidden_name(&change.path) else {
+                rest.push(change);
+                continue;
+            };
+            if matches!(change.kind, ChangeKind::Write | ChangeKind::Rename { .. }) {
                 self.delete_hidden(change.branch, &hidden);
             }
         }

@@ -1,7 +1,8 @@
 //! Moving one file from a branch directory to another, so that it is sent
 //! to the other branch's cloud (or one directory, with what it holds, when
-//! its name cannot go to its cloud: see [`crate::sync::case`]). The path seen through the mount does not
-//! change: the union shows the file from whichever branch holds it.
+//! its name cannot go to its cloud: see [`crate::sync::case`]). The path
+//! seen through the mount does not change: the union shows the file from
+//! whichever branch holds it.
 //!
 //! The move is one `rename(2)` on the branches' filesystem, so the file is
 //! never missing or doubled, and a process that has it open keeps its

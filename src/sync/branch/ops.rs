@@ -478,13 +478,16 @@ impl BranchWorker {
                 results[index] = Some(self.execute_one(op));
                 continue;
             };
-            if let Err(clash) = self.check_name(path, &mut groups) {
-                results[index] = Some(Err(clash));
-                continue;
-            }
             let regular = self
                 .local_kind(path)
                 .filter(|meta| meta.file_type().is_file());
+            // The rest go through `upload`, which looks at their names itself.
+            if regular.is_some()
+                && let Err(clash) = self.check_name(path, &mut groups)
+            {
+                results[index] = Some(Err(clash));
+                continue;
+            }
             if let Some(meta) = &regular
                 && let Err(no_room) = room.take(meta.len())
             {
