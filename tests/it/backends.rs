@@ -240,6 +240,13 @@ fn a_pool_of_four_backends_converges_through_faults_and_imports_identically() {
     // stall, are dropped and retried once it answers again.
     proxy.blackhole(BLACKHOLE);
     let silent_from = Instant::now();
+    // Placement may put none of the changes below on SFTP: a file written
+    // into its branch makes sure it has an upload to stall.
+    write_file(
+        &pool.branch_dir("sftp").join("during-blackhole.bin"),
+        4000,
+        7,
+    );
     std::fs::rename(
         pool.mount.join("small/d00"),
         pool.mount.join("small/renamed"),
