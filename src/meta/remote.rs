@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use std::io::BufWriter;
 
@@ -100,19 +100,27 @@ pub fn create_local(
 
 /// Sends an index file written in `scratch` to `remote`, and removes it
 /// from `scratch` whatever the outcome.
-fn upload(rclone: Rclone, remote: &str, scratch: &Path, file: IndexFile) -> Result<(), MetaError> {
-    let result = upload_call(remote, scratch, file).run(rclone);
+fn upload(
+    rclone: Rclone,
+    remote: &str,
+    scratch: &Path,
+    file: IndexFile,
+    config: Value,
+) -> Result<(), MetaError> {
+    let result = upload_call(remote, scratch, file, config).run(rclone);
     let _ = std::fs::remove_file(scratch.join(file.name()));
     result.map(|_| ()).map_err(MetaError::from)
 }
 
 /// The call that sends an index file written in `scratch` (to run as a
-/// job when it may be big).
-pub fn upload_call(remote: &str, scratch: &Path, file: IndexFile) -> Call {
+/// job when it may be big); `config` is the copy's rclone config, as for
+/// the branch's own files (no hash check where one costs a read).
+pub fn upload_call(remote: &str, scratch: &Path, file: IndexFile, config: Value) -> Call {
     Call::copyfile(
         &Location::new(scratch_fs(scratch), file.name()),
         &Location::new(remote, on_remote(file)),
     )
+    .config(config)
 }
 
 /// Writes one index file to `remote`, through a file in `scratch`.
@@ -122,6 +130,7 @@ pub fn put<'a>(
     file: IndexFile,
     records: impl IntoIterator<Item = &'a Record>,
     scratch: &Path,
+    config: Value,
 ) -> Result<(), MetaError> {
     let mut writer = create_local(scratch, file)?;
     let what = || format!("writing {}", scratch.join(file.name()).display());
@@ -129,7 +138,7 @@ pub fn put<'a>(
         writer.record(record).map_err(io_error(what()))?;
     }
     writer.finish().map_err(io_error(what()))?;
-    upload(rclone, remote, scratch, file)
+    upload(rclone, remote, scratch, file, config)
 }
 
 /// Deletes index files a newer complete snapshot made obsolete; one that

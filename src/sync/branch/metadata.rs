@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
+use serde_json::json;
 
 use super::BranchWorker;
 use super::ops::relative;
@@ -223,8 +224,6 @@ impl BranchWorker {
         }
     }
 
-    /// Sends the pending records as one journal; kept for the next try
-    /// when that fails.
     /// Writes what is pending as the next journal; false when that failed
     /// (the records wait for the next one).
     pub(super) fn write_journal(&self) -> bool {
@@ -239,7 +238,14 @@ impl BranchWorker {
             (std::mem::take(&mut meta.pending), IndexFile::Journal(seq))
         };
         let result = self.meta_scratch().and_then(|scratch| {
-            remote::put(self.rclone, &self.spec.remote, file, &records, &scratch)
+            remote::put(
+                self.rclone,
+                &self.spec.remote,
+                file,
+                &records,
+                &scratch,
+                self.sending_config(json!({})),
+            )
         });
         let mut meta = self.meta();
         meta.writing = false;
@@ -352,7 +358,12 @@ impl BranchWorker {
             what: format!("writing {}", scratch.join(file.name()).display()),
             source,
         })?;
-        let sent = self.run_job(&remote::upload_call(&self.spec.remote, &scratch, file));
+        let sent = self.run_job(&remote::upload_call(
+            &self.spec.remote,
+            &scratch,
+            file,
+            self.sending_config(json!({})),
+        ));
         let _ = std::fs::remove_file(scratch.join(file.name()));
         if let Err(failure) = sent {
             // Whatever reached the remote goes with the next snapshot's
