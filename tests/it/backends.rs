@@ -115,7 +115,7 @@ fn a_pool_on_ftp_converges_and_imports_identically() {
 /// What a rate-limited server asks for in the test below, in seconds.
 const RETRY_AFTER: u64 = 3;
 /// Requests already under way when the first 429 came may still arrive.
-const UNDER_WAY: Duration = Duration::from_millis(500);
+const UNDER_WAY: Duration = Duration::from_secs(1);
 
 #[test]
 fn a_remote_answering_429_is_paused_for_its_retry_after_and_then_completes() {
@@ -128,7 +128,9 @@ fn a_remote_answering_429_is_paused_for_its_retry_after_and_then_completes() {
     write_file(&pool.mount.join("before.txt"), 1000, 1);
     pool.settle(SETTLE);
 
-    proxy.refuse(Duration::from_secs(8), RETRY_AFTER);
+    // Refused until msync pauses: a fixed window could end before the
+    // library's own retries of a request ran out.
+    proxy.refuse(SETTLE, RETRY_AFTER);
     for i in 0..20 {
         write_file(
             &pool.mount.join(format!("during/f{i}.txt")),
@@ -137,6 +139,7 @@ fn a_remote_answering_429_is_paused_for_its_retry_after_and_then_completes() {
         );
     }
     let paused = pool.wait_for_branch(0, |b| b.paused.is_some(), SETTLE);
+    proxy.stop_refusing();
     let why = paused.paused.unwrap();
     assert!(
         why.contains("429") && why.contains(&format!("retry after {RETRY_AFTER}s")),

@@ -566,12 +566,15 @@ fn inotify_limit_too_few_watches_warn_and_the_periodic_reconcile_covers() {
     limit.restore();
     let pid = service.pid();
 
+    // The service answers before its main loop has heard from the
+    // watcher: wait for the warning.
+    let warned = |b: &msync::sync::BranchStatus| {
+        b.warning
+            .as_deref()
+            .is_some_and(|w| w.contains("fs.inotify.max_user_watches"))
+    };
+    pool.wait_for_branch(0, warned, SETTLE);
     let status = pool.status();
-    let warning = status.branches[0].warning.clone().unwrap_or_default();
-    assert!(
-        warning.contains("fs.inotify.max_user_watches"),
-        "no watch-limit warning in status: {status:#?}"
-    );
     assert!(
         status.inotify_watches < DIRS,
         "every directory got a watch: {status:#?}"

@@ -72,9 +72,12 @@ impl FaultyProxy {
                 while !closing.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((client, _)) => {
+                            let accepted = Instant::now();
                             client.set_nonblocking(false).unwrap();
                             let faults = faults.clone();
-                            thread::spawn(move || serve(client, upstream_port, http, &faults));
+                            thread::spawn(move || {
+                                serve(client, accepted, upstream_port, http, &faults)
+                            });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(5)),
                     }
@@ -122,6 +125,11 @@ impl FaultyProxy {
         self.reset_all();
     }
 
+    /// Passes requests on again, ending what [`FaultyProxy::refuse`] began.
+    pub fn stop_refusing(&self) {
+        *self.faults.refusing.lock().unwrap() = None;
+    }
+
     /// How many connections were reset.
     pub fn resets(&self) -> u64 {
         self.faults.resets.load(Ordering::Relaxed)
@@ -132,7 +140,8 @@ impl FaultyProxy {
         self.faults.refused_at.lock().unwrap().clone()
     }
 
-    /// When each request that was passed on arrived (HTTP only).
+    /// When the connection of each request that was passed on was accepted
+    /// (HTTP only): a busy proxy reads a request late, not its client.
     pub fn passed_at(&self) -> Vec<Instant> {
         self.faults.passed_at.lock().unwrap().clone()
     }
@@ -150,7 +159,13 @@ impl Drop for FaultyProxy {
 
 /// One client connection: refused, or joined to a new upstream connection
 /// with a copy loop each way.
-fn serve(mut client: TcpStream, upstream_port: u16, http: bool, faults: &Arc<Faults>) {
+fn serve(
+    mut client: TcpStream,
+    accepted: Instant,
+    upstream_port: u16,
+    http: bool,
+    faults: &Arc<Faults>,
+) {
     let serial = faults.connections.fetch_add(1, Ordering::Relaxed);
     let generation = faults.generation.load(Ordering::Relaxed);
     while let Some(until) = faults.blackholed() {
@@ -171,7 +186,7 @@ fn serve(mut client: TcpStream, upstream_port: u16, http: bool, faults: &Arc<Fau
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
-        faults.passed_at.lock().unwrap().push(Instant::now());
+        faults.passed_at.lock().unwrap().push(accepted);
     }
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
         abort_on_close(&client);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::util::{free_port, require_tool, run, stdout, wait_listening};
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The account anonymous sessions run as: vsftpd's package makes it.
 const FTP_USER: &str = "ftp";
 

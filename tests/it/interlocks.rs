@@ -269,16 +269,14 @@ fn a_branch_without_its_marker_is_never_synced() {
     std::fs::rename(&branch, &away).unwrap();
     std::fs::create_dir(&branch).unwrap();
     pool.start();
-    std::thread::sleep(Duration::from_secs(1));
-    let status = pool.status();
-    assert_eq!(status.branches[0].state, BranchState::Error);
+    let branch_status = pool.wait_for_branch(0, |b| b.state == BranchState::Error, SETTLE);
     assert!(
-        status.branches[0]
+        branch_status
             .last_error
             .as_deref()
             .unwrap()
             .contains("no msync marker"),
-        "{status:?}"
+        "{branch_status:?}"
     );
     assert_eq!(
         pool.remote_files("cloud1:msync"),

@@ -107,8 +107,8 @@ fn msync_copies_a_file_and_a_tree_to_sftp() {
     let job = Call::copy(src.to_str().unwrap(), &dst)
         .start(rclone(), "test/sftp-tree")
         .unwrap();
-    let status = job.wait(Some(Duration::from_secs(30))).unwrap();
-    let status = status.expect("sync/copy to sftp did not finish in 30 s");
+    let status = job.wait(Some(Duration::from_secs(120))).unwrap();
+    let status = status.expect("sync/copy to sftp did not finish in 120 s");
     assert!(status.success, "{status:?}");
 
     // The rclone CLI agrees, hashes included (md5sum runs on the server).

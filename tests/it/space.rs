@@ -583,8 +583,13 @@ fn old_trash_gives_way_before_files_move_and_recent_trash_stays() {
     let text = stdout(&run(clouds.pool.msync(["status", &install])));
     assert!(text.contains("27.00 MiB in trash"), "{text}");
 
-    // 25 MiB more than the 12 cloud1 has free.
-    clouds.write("new", 5, 5 * MIB);
+    // 25 MiB more than the 12 cloud1 has free, written into its branch:
+    // through the mount, placement may send the last ones to cloud2 once
+    // cloud1's queued bytes bring it near cloud2's fill.
+    let branch = clouds.pool.branch_dir("cloud1");
+    for i in 0..5 {
+        write_file(&branch.join(format!("new/{i}.bin")), 5 * MIB, i as u8);
+    }
     clouds.pool.settle(SETTLE);
     clouds.pool.wait_in_sync(SETTLE);
     // Nothing moved: the old trash made the room.

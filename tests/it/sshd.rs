@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 const SSHD: &str = "/usr/sbin/sshd";
 const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 /// How long sshd may take to start listening before the test fails.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One running (or stopped) sshd with its keys, config, log and data.
 pub struct SftpServer {

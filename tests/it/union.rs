@@ -284,7 +284,7 @@ fn the_mergerfs_daemon_exits_with_its_mount() {
     };
     assert_eq!(daemons(), 1, "one daemon serves the mount");
     union::unmount(&layout.mount_point).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while daemons() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::util::{free_port, require_tool, wait_listening};
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct WebDavServer {
     port: u16,
