@@ -1,6 +1,8 @@
 //! The service's leases on its remote directories (see
 //! [`crate::sync::lease`]): taken at start, renewed every minute on the
-//! thread `msync-lease`, given back when the service ends.
+//! thread `msync-lease`, given back when the service ends. A remote's
+//! listing of dot names is checked when its lease is first taken, so a
+//! remote away at start is checked when it returns.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -89,14 +91,17 @@ impl Drop for LeaseGuard {
 
 /// Renews the leases five times per expiry on the thread `msync-lease`; a
 /// lease another installation holds stops that branch until it is ours
-/// again (given back, or seen abandoned for the expiry). Dropping the
-/// returned sender ends the thread.
+/// again (given back, or seen abandoned for the expiry). The branches in
+/// `unchecked` (away at start) are held until their remote answers and
+/// lists dot names; one that hides them stays held, with what to set.
+/// Dropping the returned sender ends the thread.
 pub(super) fn renew_leases(
     install: &InstallDir,
     rclone: Rclone,
     lease: &Lease,
     expiry: Duration,
     engine: &Arc<Engine>,
+    unchecked: &[usize],
 ) -> anyhow::Result<Sender<()>> {
     let (stop, stopped) = mpsc::channel::<()>();
     let remotes: Vec<String> = install
@@ -110,6 +115,7 @@ pub(super) fn renew_leases(
         lease.clone(),
         Arc::clone(engine),
     );
+    let mut dot_names = DotNameChecks::new(remotes.len(), unchecked);
     std::thread::Builder::new()
         .name("msync-lease".into())
         .spawn(move || {
@@ -117,11 +123,12 @@ pub(super) fn renew_leases(
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 for (index, remote) in remotes.iter().enumerate() {
                     match leases.renew(remote, &lease) {
-                        Ok(Taken::TookOver(holder)) => {
-                            info!("{remote}: took over a stale lease of {holder}");
-                            engine.hold(index, None);
+                        Ok(taken) => {
+                            if let Taken::TookOver(holder) = taken {
+                                info!("{remote}: took over a stale lease of {holder}");
+                            }
+                            dot_names.hold_after_renewal(rclone, &engine, index, remote);
                         }
-                        Ok(_) => engine.hold(index, None),
                         Err(err @ LeaseError::Held { .. }) => {
                             error!("{err}");
                             engine.hold(index, Some(format!("lost the lease: {err}")));
@@ -132,4 +139,40 @@ pub(super) fn renew_leases(
             }
         })?;
     Ok(stop)
+}
+
+/// Which branches still need their remote's listing of dot names checked,
+/// and which failed it: such a remote takes every upload and lists none of
+/// `.git` or `.config` back (see [`backend::hides_dot_names`]).
+struct DotNameChecks {
+    unchecked: Vec<bool>,
+    refusals: Vec<Option<String>>,
+}
+
+impl DotNameChecks {
+    fn new(branches: usize, unchecked: &[usize]) -> DotNameChecks {
+        DotNameChecks {
+            unchecked: (0..branches).map(|i| unchecked.contains(&i)).collect(),
+            refusals: vec![None; branches],
+        }
+    }
+
+    /// After the lease on branch `index` was taken or renewed: syncs it,
+    /// or holds it with the refusal (which its worker logs), or leaves it
+    /// held while its listing cannot be asked for.
+    fn hold_after_renewal(&mut self, rclone: Rclone, engine: &Engine, index: usize, remote: &str) {
+        if self.unchecked[index] {
+            match backend::hides_dot_names(rclone, remote) {
+                Ok(hides) => {
+                    self.unchecked[index] = false;
+                    self.refusals[index] = hides.then(|| backend::hidden_dot_names_refusal(remote));
+                }
+                Err(err) => {
+                    warn!("{remote}: could not list it: {err}; this branch waits");
+                    return;
+                }
+            }
+        }
+        engine.hold(index, self.refusals[index].clone());
+    }
 }

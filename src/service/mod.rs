@@ -246,6 +246,7 @@ pub fn run(
         .collect();
     let engine =
         Arc::new(Engine::start(rclone, specs, options.engine).context("starting the sync engine")?);
+    let away_at_start: Vec<usize> = unreachable.iter().map(|(index, _)| *index).collect();
     for (index, reason) in unreachable {
         engine.hold(index, Some(reason));
     }
@@ -269,7 +270,14 @@ pub fn run(
     )?;
     info!("msync service running (pid {})", std::process::id());
 
-    let renewer = renew_leases(&install, rclone, &lease, options.lease_expiry, &engine)?;
+    let renewer = renew_leases(
+        &install,
+        rclone,
+        &lease,
+        options.lease_expiry,
+        &engine,
+        &away_at_start,
+    )?;
     // From here the main loop's shutdown unmounts.
     mounted.mounted = false;
     mounted.created = false;

@@ -305,6 +305,37 @@ fn a_pool_of_four_backends_converges_through_faults_and_imports_identically() {
     }
 }
 
+#[test]
+fn a_remote_that_hides_dot_files_and_was_away_at_start_is_refused_when_it_answers() {
+    let mut server = FtpServer::start();
+    let section = server.rclone_section_listing("ftp", false);
+    let mut pool = Pool::install_remotes(Sandbox::new(), &section, Some("ftp"));
+    pool.import();
+    server.stop();
+    pool.start_with(&["--lease-expiry", "3s"]);
+    write_file(&pool.mount.join(".config/app.toml"), 321, 1);
+    server.restart();
+
+    let hides = |b: &msync::sync::BranchStatus| {
+        b.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("lists no names that start with a dot"))
+    };
+    let branch = pool.wait_for_branch(0, hides, SETTLE);
+    assert_eq!(branch.state, msync::sync::BranchState::Error);
+    assert!(
+        branch
+            .last_error
+            .unwrap()
+            .contains("force_list_hidden = true"),
+        "no remedy given"
+    );
+    // The lease is ours (so the remote answered), and nothing was sent.
+    assert!(server.data().join("msync/.msync/lock").exists());
+    assert!(!server.data().join("msync/.config").exists());
+    pool.stop();
+}
+
 /// A repository with a few commits, for a clone to copy.
 fn make_git_repo(dir: &Path) {
     std::fs::create_dir_all(dir.join("src")).unwrap();

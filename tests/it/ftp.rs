@@ -19,7 +19,7 @@ const FTP_USER: &str = "ftp";
 pub struct FtpServer {
     port: u16,
     dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl FtpServer {
@@ -46,15 +46,38 @@ impl FtpServer {
         let port = free_port();
         let config = dir.path().join("vsftpd.conf");
         std::fs::write(&config, vsftpd_config(port, &root, &empty)).unwrap();
+        let mut server = FtpServer {
+            port,
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts vsftpd again, on the same port and data, after [`stop`].
+    ///
+    /// [`stop`]: FtpServer::stop
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "vsftpd is running");
         let child = Command::new("vsftpd")
-            .arg(&config)
+            .arg(self.dir.path().join("vsftpd.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting vsftpd");
-        wait_listening("vsftpd", port, START_TIMEOUT);
-        FtpServer { port, dir, child }
+        self.child = Some(child);
+        wait_listening("vsftpd", self.port, START_TIMEOUT);
+    }
+
+    /// Stops the listener: no new session is taken. Sessions are processes
+    /// of their own, and end with their clients.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// What the server stores, on its disk (`data/` as clients see it).
@@ -86,8 +109,7 @@ impl FtpServer {
 
 impl Drop for FtpServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
